@@ -1,0 +1,203 @@
+"""The events services exchange on Kafka, as Python values.
+
+The Avro schemas in `schemas/` are the contract; these dataclasses mirror them field for field
+(a test keeps the two from drifting). `to_record`/`from_record` convert to and from the plain
+dicts fastavro reads and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from functools import cache
+from typing import Any, ClassVar, TypeVar
+
+
+class FailureKind(StrEnum):
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    REPORTED = "reported"
+    REJECTED = "rejected"
+    UNDECODABLE = "undecodable"
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    """Now, truncated to milliseconds: the wire keeps milliseconds, so an event equals itself
+    after a round trip."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _require_aware(obj: object) -> None:
+    # A naive datetime would be silently read as UTC by fastavro; refuse it early instead.
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be timezone-aware")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Failure:
+    kind: FailureKind
+    message: str
+    retryable: bool
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptRecord:
+    attempt: int
+    dispatched_at: datetime | None = None
+    ended_at: datetime | None = None
+    failure: Failure | None = None  # None: succeeded or still running
+
+    def __post_init__(self) -> None:
+        _require_aware(self)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """Fields common to every event, in schema order."""
+
+    schema_name: ClassVar[str]  # base name of the `.avsc` file
+
+    event_id: str = field(default_factory=new_event_id)
+    job_id: str
+    app_id: str
+    user_id: str
+    attempt: int
+    occurred_at: datetime = field(default_factory=utc_now)
+    trace_id: str
+
+    def __post_init__(self) -> None:
+        if self.attempt < 1:
+            raise ValueError(f"attempt is 1-based, got {self.attempt}")
+        _require_aware(self)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobRequested(Event):
+    schema_name: ClassVar[str] = "job_requested"
+
+    job_type: str
+    payload: str  # JSON text, passed to the backend untouched
+    timeout_seconds: int | None = None  # None: the app's default
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobFailed(Event):
+    schema_name: ClassVar[str] = "job_failed"
+
+    # The request travels along so that the retry service can re-emit it as is.
+    job_type: str
+    payload: str
+    timeout_seconds: int | None = None
+    failure: Failure
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobRetryScheduled(Event):
+    schema_name: ClassVar[str] = "job_retry_scheduled"
+
+    job_type: str
+    payload: str
+    timeout_seconds: int | None = None
+    failure: Failure
+    retry_number: int  # the N-th retry, also the tier N of `job.retry.N`
+    due_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobCompleted(Event):
+    schema_name: ClassVar[str] = "job_completed"
+
+    job_type: str
+    result: str  # JSON text
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobDead(Event):
+    schema_name: ClassVar[str] = "job_dead"
+
+    job_type: str
+    reason: str
+    failure: Failure | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+    source_topic: str | None = None
+    raw_event: bytes | None = None  # the value of an undecodable event, kept for inspection
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobRequested,
+    JobFailed,
+    JobRetryScheduled,
+    JobCompleted,
+    JobDead,
+)
+
+E = TypeVar("E", bound=Event)
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The event as the dict fastavro writes with the event's schema."""
+    return {f.name: _to_avro(getattr(event, f.name)) for f in dataclasses.fields(event)}
+
+
+def from_record(cls: type[E], record: Mapping[str, Any]) -> E:
+    """Build `cls` from a dict fastavro read with the current schema of `cls`.
+
+    Raises KeyError for a missing required field and ValueError for an invalid value.
+    """
+    return _from_avro(cls, record)  # type: ignore[no-any-return]
+
+
+def _to_avro(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (Failure, AttemptRecord)):
+        return {f.name: _to_avro(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_to_avro(item) for item in value]
+    return value  # str, int, bool, bytes, None, aware datetime: fastavro takes them as they are
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_avro(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin is types.UnionType:  # `X | None`: the value is not None here
+        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return _from_avro(inner, value)
+    if origin is tuple:  # tuple[X, ...] <- Avro array
+        item_type = typing.get_args(tp)[0]
+        return tuple(_from_avro(item_type, item) for item in value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        kwargs = {
+            f.name: _from_avro(hints[f.name], value[f.name])
+            for f in dataclasses.fields(tp)
+            if f.init and f.name in value
+        }
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    if tp is datetime:
+        # fastavro already returns aware UTC datetimes for timestamp-millis; normalise anyway.
+        return value.astimezone(UTC)
+    return value
