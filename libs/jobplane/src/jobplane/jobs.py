@@ -35,6 +35,8 @@ class Attempt:
     dispatched_at: datetime | None = None
     accepted_at: datetime | None = None
     ended_at: datetime | None = None
+    deadline_at: datetime | None = None
+    callback_token_hash: str | None = None
     failure: Failure | None = None
 
     def to_record(self) -> AttemptRecord:
@@ -46,8 +48,10 @@ class Attempt:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Job:
+    """A job; ``attempt`` is the current (or next due) attempt, 1-based."""
+
     job_id: str
     app_id: str
     user_id: str
@@ -63,10 +67,13 @@ class Job:
     result: str | None = None
     deadline_at: datetime | None = None
     next_attempt_at: datetime | None = None
-    callback_token_hash: str | None = None
     last_failure: Failure | None = None
     notified_user_at: datetime | None = None
     notified_admins_at: datetime | None = None
+
+    @classmethod
+    def attempt_info(self, number: int) -> Attempt | None:
+        return next((a for a in self.attempts if a.number == number), None)
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Job:
@@ -90,7 +97,6 @@ class Job:
             result=doc.get("result"),
             deadline_at=doc.get("deadline_at"),
             next_attempt_at=doc.get("next_attempt_at"),
-            callback_token_hash=doc.get("callback_token_hash"),
             last_failure=failure_from_document(doc.get("last_failure")),
             notified_user_at=doc.get("notified_user_at"),
             notified_admins_at=doc.get("notified_admins_at"),
@@ -123,5 +129,7 @@ def _attempt_from_document(number: int, doc: dict[str, Any]) -> Attempt:
         dispatched_at=doc.get("dispatched_at"),
         accepted_at=doc.get("accepted_at"),
         ended_at=doc.get("ended_at"),
+        deadline_at=doc.get("deadline_at"),
+        callback_token_hash=doc.get("callback_token_hash"),
         failure=failure_from_document(doc.get("failure")),
     )

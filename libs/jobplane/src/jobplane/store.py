@@ -218,9 +218,12 @@ class JobStore:
             (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
             JobStatus.DISPATCHED,
             {
-                "callback_token_hash": callback_token_hash,
                 "deadline_at": deadline_at,
                 f"attempts.{attempt}.dispatched_at": now,
+                f"attempts.{attempt}.deadline_at": deadline_at,
+                # Kept per attempt: a late callback of an old attempt must still be told
+                # apart from a forged one.
+                f"attempts.{attempt}.callback_token_hash": callback_token_hash,
             },
             unset=("next_attempt_at", "timeout_reported_at"),
             now=now,
@@ -247,7 +250,6 @@ class JobStore:
             OPEN_STATUSES,
             JobStatus.SUCCEEDED,
             {"result": result, "finished_at": now, f"attempts.{attempt}.ended_at": now},
-            unset=("callback_token_hash",),
             now=now,
         )
 
@@ -268,7 +270,7 @@ class JobStore:
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
-            unset=("callback_token_hash", "deadline_at"),
+            unset=("deadline_at",),
             now=now,
         )
 
@@ -286,7 +288,7 @@ class JobStore:
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
-            unset=("callback_token_hash", "deadline_at"),
+            unset=("deadline_at",),
             now=now,
         )
 
