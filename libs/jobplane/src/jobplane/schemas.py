@@ -24,7 +24,8 @@ def schemas_dir() -> Path:
     packaged = Path(__file__).resolve().parent / "schemas"
     if packaged.is_dir():
         return packaged
-    # Editable install: this file is libs/jobplane/src/jobplane/schemas.py.
+    # Editable install: this file is libs/jobplane/src/jobplane/schemas.py. (The editable wheel
+    # also drops a copy in site-packages/jobplane/schemas; it goes stale, so it is not used.)
     return Path(__file__).resolve().parents[4] / "schemas"
 
 
