@@ -1,0 +1,102 @@
+"""`jobplane-local up | down | status | env`: the local Kafka, FerretDB and SMTP sink."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobplane_local.config import LocalConfig
+from jobplane_local.infra import SERVICE_NAMES, down, endpoints, status, up
+from jobplane_local.processes import LocalInfraError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_up(config: LocalConfig, only: list[str] | None) -> int:
+    started = time.monotonic()
+    up(config, only=only, log=_log)
+    _log(f"local infrastructure ready in {time.monotonic() - started:.1f}s")
+    for key, value in endpoints(config).env().items():
+        _log(f"  {key}={value}")
+    return 0
+
+
+def cmd_down(config: LocalConfig, only: list[str] | None) -> int:
+    down(config, only=only, log=_log)
+    return 0
+
+
+def cmd_status(config: LocalConfig) -> int:
+    rows = status(config)
+    for s in rows:
+        state = "running" if s.running else "stopped"
+        pid = str(s.pid) if s.pid is not None else "-"
+        print(
+            f"{s.name:<9} {state:<8} pid {pid:<8} {s.address:<16}"
+            f" data {_rel(s.data_dir)}  log {_rel(s.log_file)}"
+        )
+    return 0 if all(s.running for s in rows) else 3
+
+
+def cmd_env(config: LocalConfig) -> int:
+    for key, value in endpoints(config).env().items():
+        print(f"{key}={shlex.quote(value)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jobplane-local",
+        description="Run Jobplane's local infrastructure: Kafka (KRaft), FerretDB, an SMTP sink.",
+        epilog="Ports and directories: JOBPLANE_KAFKA_PORT, JOBPLANE_KAFKA_CONTROLLER_PORT,"
+        " JOBPLANE_FERRETDB_PORT, JOBPLANE_SMTP_PORT, JOBPLANE_SMTP_MAIL_DIR, JOBPLANE_LOCAL_DIR.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("up", "download/build what is missing, start what is not running, wait until ready"),
+        ("down", "stop the servers (data is kept)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "services",
+            nargs="*",
+            choices=[[], *SERVICE_NAMES],
+            metavar="SERVICE",
+            help=f"any of {', '.join(SERVICE_NAMES)} (default: all)",
+        )
+    sub.add_parser("status", help="show each server: running or not, pid, address, data, log")
+    sub.add_parser("env", help="print KAFKA_BOOTSTRAP_SERVERS=... lines, for eval or sourcing")
+    args = parser.parse_args(argv)
+
+    try:
+        config = LocalConfig.from_env()
+        only = args.services or None if args.command in ("up", "down") else None
+        if args.command == "up":
+            return cmd_up(config, only)
+        if args.command == "down":
+            return cmd_down(config, only)
+        if args.command == "status":
+            return cmd_status(config)
+        return cmd_env(config)
+    except (LocalInfraError, ValueError) as exc:
+        print(f"jobplane-local {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Configuration of the local infrastructure, read from environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobplane_local.paths import default_local_dir
+
+HOST = "127.0.0.1"
+
+# Environment variables understood by jobplane-local (all optional).
+ENV_LOCAL_DIR = "JOBPLANE_LOCAL_DIR"
+ENV_KAFKA_PORT = "JOBPLANE_KAFKA_PORT"
+ENV_KAFKA_CONTROLLER_PORT = "JOBPLANE_KAFKA_CONTROLLER_PORT"
+ENV_FERRETDB_PORT = "JOBPLANE_FERRETDB_PORT"
+ENV_SMTP_PORT = "JOBPLANE_SMTP_PORT"
+ENV_SMTP_MAIL_DIR = "JOBPLANE_SMTP_MAIL_DIR"
+ENV_START_TIMEOUT = "JOBPLANE_START_TIMEOUT"
+ENV_KAFKA_HEAP = "JOBPLANE_KAFKA_HEAP"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Ports and directories of the local Kafka, FerretDB and SMTP sink."""
+
+    local_dir: Path
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    ferretdb_port: int = 27017
+    smtp_port: int = 1025
+    mail_dir: Path | None = None
+    start_timeout: float = 120.0
+    kafka_heap: str = "512m"
+    host: str = HOST
+
+    @classmethod
+    def from_env(cls) -> LocalConfig:
+        local_dir = Path(os.environ.get(ENV_LOCAL_DIR) or default_local_dir()).resolve()
+        mail_dir = os.environ.get(ENV_SMTP_MAIL_DIR)
+        return cls(
+            local_dir=local_dir,
+            kafka_port=_int_env(ENV_KAFKA_PORT, 9092),
+            kafka_controller_port=_int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
+            ferretdb_port=_int_env(ENV_FERRETDB_PORT, 27017),
+            smtp_port=_int_env(ENV_SMTP_PORT, 1025),
+            mail_dir=Path(mail_dir).resolve() if mail_dir else None,
+            start_timeout=float(_int_env(ENV_START_TIMEOUT, 120)),
+            kafka_heap=os.environ.get(ENV_KAFKA_HEAP) or "512m",
+        )
+
+    @property
+    def smtp_mail_dir(self) -> Path:
+        """Mailbox of the SMTP sink: one `.eml` + `.json` pair per received message."""
+        return self.mail_dir or self.local_dir / "smtp" / "mail"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return f"mongodb://{self.host}:{self.ferretdb_port}/"

@@ -1,0 +1,158 @@
+"""The life cycle shared by the three local servers: install, start (or reuse), stop, status."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobplane_local.config import LocalConfig
+from jobplane_local.processes import (
+    StartError,
+    ensure_port_free,
+    running_pid,
+    start_detached,
+    stop_process,
+    wait_until_ready,
+    write_pid,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Port:
+    number: int
+    what: str
+    env_var: str
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    data_dir: Path
+    log_file: Path
+
+
+class Service(ABC):
+    """One local server run as a detached process, tracked by `.local/<name>/<name>.pid`."""
+
+    name: str
+    stop_timeout: float = 30.0
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+
+    @property
+    def dir(self) -> Path:
+        return self.config.local_dir / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    @abstractmethod
+    def marker(self) -> str:
+        """A string in this server's command line, to recognise our process behind a pid."""
+
+    @property
+    @abstractmethod
+    def ports(self) -> list[Port]: ...
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.ports[0].number}"
+
+    def install(self, log: Log) -> None:  # noqa: B027 - optional hook
+        """Download or build what the server needs; a no-op when it is already there."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Write configuration and initialise data before a fresh start."""
+
+    @abstractmethod
+    def command(self) -> list[str]: ...
+
+    def environment(self) -> dict[str, str] | None:
+        return None
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the server really answers requests."""
+
+    def pid(self) -> int | None:
+        return running_pid(self.pid_file, self.marker)
+
+    def start(self, log: Log) -> int:
+        """Start the server, or reuse the one already running; return once it answers."""
+        self.install(log)
+        pid = self.pid()
+        if pid is not None:
+            self._wait(pid)
+            log(f"{self.name}: already running (pid {pid}) on {self.address}")
+            return pid
+        for port in self.ports:
+            ensure_port_free(self.config.host, port.number, what=port.what, env_var=port.env_var)
+        self.prepare()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pid = start_detached(
+            self.command(), log_file=self.log_file, cwd=self.dir, env=self.environment()
+        )
+        write_pid(self.pid_file, pid)
+        try:
+            self._wait(pid)
+        except StartError:
+            stop_process(pid, self.marker, timeout=5.0)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        log(f"{self.name}: started (pid {pid}) on {self.address}, log {self.log_file}")
+        return pid
+
+    def _wait(self, pid: int) -> None:
+        wait_until_ready(
+            self.ready,
+            what=self.name,
+            pid=pid,
+            marker=self.marker,
+            log_file=self.log_file,
+            timeout=self.config.start_timeout,
+        )
+
+    def stop(self, log: Log) -> None:
+        pid = self.pid()
+        if pid is None:
+            log(f"{self.name}: not running")
+        else:
+            stop_process(pid, self.marker, timeout=self.stop_timeout)
+            log(f"{self.name}: stopped (pid {pid})")
+        self.pid_file.unlink(missing_ok=True)
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        return ServiceStatus(
+            name=self.name,
+            running=pid is not None and self.ready(),
+            pid=pid,
+            address=self.address,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+        )
+
+
+def inherited_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
