@@ -45,7 +45,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	logger.Warn("FerretDB listening", "addr", *listenAddr, "sqlite", *sqliteURL)
+	fmt.Fprintf(os.Stderr, "FerretDB listening on %s, SQLite data in %s\n", *listenAddr, *sqliteURL)
 	if err := f.Run(ctx); err != nil {
 		logger.Error("FerretDB stopped", "error", err)
 		os.Exit(1)
