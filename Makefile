@@ -1,0 +1,55 @@
+# Jobplane developer commands. `make up` starts the platform locally; `make test` runs everything.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Never let uv download a Python: use the machine's Python 3.11+.
+export UV_PYTHON_DOWNLOADS := never
+
+# `uv` on PATH, else the one `make install` puts in the user site (`pip install --user uv`).
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+.PHONY: help install infra infra-down infra-status services up lint test
+
+help:
+	@echo "make up            start the platform locally (for now: Kafka, FerretDB, SMTP sink)"
+	@echo "make test          install what is missing, lint, start the infrastructure, run all tests"
+	@echo "make infra         start Kafka, FerretDB and the SMTP sink (idempotent)"
+	@echo "make infra-down    stop them (data is kept in .local/)"
+	@echo "make infra-status  show what runs where"
+	@echo "make lint          ruff check, ruff format --check, mypy (strict)"
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+		echo "uv not found: installing it with pip"; \
+		python3 -m pip install --user --quiet uv \
+		|| python3 -m pip install --user --quiet --break-system-packages uv \
+		|| pip install --quiet uv; }
+	$(UV) sync
+
+infra: install
+	$(UV) run jobplane-local up
+
+infra-down:
+	$(UV) run jobplane-local down
+
+infra-status:
+	$(UV) run jobplane-local status
+
+# The four services and the demo app join `make up` here once they exist.
+services:
+	@echo "services: nothing to start yet (gateway, dispatcher, retry, notifier and the demo come later)"
+
+up: infra services
+	@echo
+	@$(UV) run jobplane-local status || true
+	@echo
+	@echo "Export the client settings with: eval \"\$$(uv run jobplane-local env)\""
+	@echo "Mail sent through the SMTP sink lands in .local/smtp/mail/ (one .eml + .json each)."
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+test: install lint
+	$(UV) run pytest
