@@ -195,7 +195,7 @@ def test_writer_schema_of_another_type() -> None:
     ],
 )
 def test_corrupt_body(body: Any) -> None:
-    expect_error(GOOD[:10] + body(GOOD[10:]), JobRequested, "corrupt JobRequested body")
+    expect_error(GOOD[:10] + body(GOOD[10:]), JobRequested, "corrupt or invalid JobRequested")
 
 
 def test_invalid_utf8_is_corrupt() -> None:

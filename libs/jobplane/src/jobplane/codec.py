@@ -8,6 +8,7 @@ among every version ever published, so producers may lag behind or run ahead of 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from functools import cache
@@ -61,15 +62,18 @@ class SchemaRegistry:
         self._by_fingerprint: dict[bytes, KnownSchema] = {}
         for event_type in EVENT_TYPES:
             name = event_type.schema_name
-            # Current last: when it equals the newest history version, that one names it.
+            # Current last, so that a fingerprint is named by the oldest version that has it.
             versions: list[tuple[int | None, dict[str, Any]]] = [
                 *schema_history(name, directory),
                 (None, current_schema(name, directory)),
             ]
             for version, raw in versions:
                 known = KnownSchema(event_type, version, schema_fingerprint(raw), parse_schema(raw))
-                self._by_fingerprint.setdefault(known.fingerprint, known)
-            self._current[event_type] = self._by_fingerprint[known.fingerprint]
+                first = self._by_fingerprint.setdefault(known.fingerprint, known)
+            # The canonical form ignores docs and defaults, so the current file may share its
+            # fingerprint with an older version; keep its own parse: it is the reader schema for
+            # older writers, and its defaults are the ones that count.
+            self._current[event_type] = dataclasses.replace(known, version=first.version)
 
     def known(self) -> list[KnownSchema]:
         return list(self._by_fingerprint.values())
@@ -98,19 +102,19 @@ class SchemaRegistry:
         if expected is not Event and event_type is not expected:
             raise DecodeError(f"expected {expected.__name__}, got {event_type.__name__}")
         reader = self._current[event_type]
+        # Same fingerprint, same fields: skip schema resolution, the hot path.
+        resolve_to = None if reader.fingerprint == writer.fingerprint else reader.schema
         buf = io.BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
-            record = fastavro.schemaless_reader(
-                buf, writer.schema, None if reader is writer else reader.schema
-            )
+            record = fastavro.schemaless_reader(buf, writer.schema, resolve_to)
             if buf.tell() != len(data):
                 raise ValueError(f"{len(data) - buf.tell()} trailing bytes")
             if not isinstance(record, dict):
                 raise TypeError(f"record expected, got {type(record).__name__}")
             event = from_record(event_type, record)
         except Exception as exc:  # fastavro raises many kinds on garbage; all mean the same here
-            raise DecodeError(f"corrupt {event_type.__name__} body: {exc!r}") from exc
+            raise DecodeError(f"corrupt or invalid {event_type.__name__}: {exc!r}") from exc
         return event  # type: ignore[return-value]  # event_type is expected, or expected is Event
 
 
