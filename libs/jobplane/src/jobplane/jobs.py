@@ -71,7 +71,6 @@ class Job:
     notified_user_at: datetime | None = None
     notified_admins_at: datetime | None = None
 
-    @classmethod
     def attempt_info(self, number: int) -> Attempt | None:
         return next((a for a in self.attempts if a.number == number), None)
 
