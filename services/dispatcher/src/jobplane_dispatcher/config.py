@@ -1,0 +1,21 @@
+"""The dispatcher's settings, read from environment variables."""
+
+from __future__ import annotations
+
+from jobplane.config import CommonSettings
+from pydantic import Field
+
+
+class Settings(CommonSettings):
+    group_id: str = "jobplane-dispatcher"
+    # Where app backends post their results: the gateway as the backends reach it.
+    gateway_public_url: str = "http://127.0.0.1:8000"
+    # How many job.requested events are handled at once (each one may wait on a backend).
+    concurrency: int = Field(default=64, ge=1)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long a backend may take to answer the dispatch POST — not the job's run time.
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    deadline_check_interval_seconds: float = Field(default=1.0, gt=0)
+
+    def callback_url(self, job_id: str) -> str:
+        return f"{self.gateway_public_url.rstrip('/')}/v1/jobs/{job_id}/result"

@@ -1,0 +1,79 @@
+"""The deadline sweeper: an attempt without a result by its deadline has failed (timeout).
+
+Every interval it reports each overdue open attempt once on ``job.failed`` and marks it
+reported. Several dispatcher instances may report the same attempt: the retry service's
+guarded transition makes only the first report count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from jobplane.events import Failure, FailureKind, JobFailed
+from jobplane.jobs import Job
+from jobplane.kafka import Publisher
+from jobplane.logs import bind, fields
+from jobplane.store import JobStore, utcnow
+from jobplane.topics import Topics
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class DeadlineSweeper:
+    def __init__(
+        self, store: JobStore, publisher: Publisher, topics: Topics, interval_seconds: float
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.topics = topics
+        self.interval_seconds = interval_seconds
+
+    async def run(self) -> None:
+        """Sweep every interval until cancelled; a failing sweep is logged and retried."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("deadline sweep failed; will try again")
+            await asyncio.sleep(self.interval_seconds)
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Report every attempt overdue at ``now``; returns how many were reported."""
+        now = now or utcnow()
+        reported = 0
+        while True:
+            jobs = await self.store.overdue_attempts(now, limit=BATCH)
+            for job in jobs:
+                await self.report(job)
+            reported += len(jobs)
+            if len(jobs) < BATCH:
+                return reported
+
+    async def report(self, job: Job) -> None:
+        with bind(trace_id=job.trace_id, job_id=job.job_id, attempt=str(job.attempt)):
+            deadline = job.deadline_at.isoformat() if job.deadline_at else "?"
+            failure = Failure(
+                kind=FailureKind.TIMEOUT,
+                message=f"no result by the deadline {deadline}",
+                retryable=True,
+            )
+            log.warning("attempt timed out", extra=fields(deadline=deadline))
+            await self.publisher.publish(
+                self.topics.failed,
+                JobFailed(
+                    job_id=job.job_id,
+                    app_id=job.app_id,
+                    user_id=job.user_id,
+                    attempt=job.attempt,
+                    trace_id=job.trace_id,
+                    job_type=job.job_type,
+                    payload=job.payload,
+                    timeout_seconds=job.timeout_seconds,
+                    failure=failure,
+                ),
+            )
+            await self.store.mark_timeout_reported(job.job_id, job.attempt)
