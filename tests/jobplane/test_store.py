@@ -1,0 +1,143 @@
+"""The job store's guarded transitions against the real document store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from jobplane.config import CommonSettings
+from jobplane.events import Failure, FailureKind
+from jobplane.jobs import JobStatus
+from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, connect, utcnow
+
+FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
+
+
+@pytest.fixture
+async def store(infra: Any, mongo_db_name: str) -> AsyncIterator[JobStore]:
+    settings = CommonSettings(mongodb_uri=infra.mongodb_uri, mongodb_database=mongo_db_name)
+    client = connect(settings)
+    job_store = JobStore.from_settings(client, settings)
+    await job_store.create_indexes()
+    yield job_store
+    await client.close()
+
+
+def new_job(job_id: str = "job-1") -> NewJob:
+    return NewJob(
+        job_id=job_id,
+        app_id="app",
+        user_id="u1",
+        job_type="thumbnail",
+        payload='{"x": 1}',
+        timeout_seconds=None,
+        trace_id="trace-1",
+    )
+
+
+async def test_create_job_is_idempotent(store: JobStore) -> None:
+    job, created = await store.create_job(new_job())
+    again, created_again = await store.create_job(new_job())
+
+    assert created and not created_again
+    assert job == again
+    assert job.status is JobStatus.QUEUED
+    assert job.attempt == 1
+
+
+async def test_idempotency_key_returns_the_first_job_id(store: JobStore) -> None:
+    assert await store.reserve_idempotency_key("app", "k", "job-a") == "job-a"
+    assert await store.reserve_idempotency_key("app", "k", "job-b") == "job-a"
+    assert await store.reserve_idempotency_key("other-app", "k", "job-c") == "job-c"
+
+
+async def test_claim_happens_once_per_attempt(store: JobStore) -> None:
+    await store.create_job(new_job())
+    deadline = utcnow() + timedelta(minutes=5)
+
+    claimed = await store.claim_attempt("job-1", 1, callback_token_hash="h1", deadline_at=deadline)
+    replay = await store.claim_attempt("job-1", 1, callback_token_hash="h2", deadline_at=deadline)
+
+    assert claimed is not None and replay is None
+    assert claimed.status is JobStatus.DISPATCHED
+    attempt = claimed.attempt_info(1)
+    assert attempt is not None
+    assert attempt.callback_token_hash == "h1"
+    assert attempt.deadline_at == deadline
+
+
+async def test_full_lifecycle_with_a_retry(store: JobStore) -> None:
+    await store.create_job(new_job())
+    deadline = utcnow() + timedelta(minutes=5)
+    await store.claim_attempt("job-1", 1, callback_token_hash="h1", deadline_at=deadline)
+    assert await store.mark_running("job-1", 1) is not None
+
+    due = utcnow() + timedelta(seconds=30)
+    retried = await store.schedule_retry("job-1", 1, FAILURE, due)
+    assert retried is not None
+    assert (retried.status, retried.attempt, retried.next_attempt_at) == (
+        JobStatus.RETRY_SCHEDULED,
+        2,
+        due,
+    )
+    # A late success for attempt 1 changes nothing now.
+    assert await store.complete("job-1", 1, '{"late": true}') is None
+    # A replayed failure of attempt 1 changes nothing either.
+    assert await store.schedule_retry("job-1", 1, FAILURE, due) is None
+
+    await store.claim_attempt("job-1", 2, callback_token_hash="h2", deadline_at=deadline)
+    done = await store.complete("job-1", 2, '{"ok": true}')
+    assert done is not None
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == '{"ok": true}'
+    assert [a.number for a in done.attempts] == [1, 2]
+    assert done.attempts[0].failure == FAILURE
+    assert done.attempts[1].failure is None and done.attempts[1].ended_at is not None
+    assert await store.mark_dead("job-1", 2, FAILURE) is None
+
+
+async def test_overdue_attempts_are_reported_once(store: JobStore) -> None:
+    await store.create_job(new_job("late"))
+    await store.create_job(new_job("on-time"))
+    past, future = utcnow() - timedelta(seconds=1), utcnow() + timedelta(minutes=5)
+    await store.claim_attempt("late", 1, callback_token_hash="h", deadline_at=past)
+    await store.claim_attempt("on-time", 1, callback_token_hash="h", deadline_at=future)
+
+    assert [j.job_id for j in await store.overdue_attempts(utcnow())] == ["late"]
+    await store.mark_timeout_reported("late", 1)
+    assert await store.overdue_attempts(utcnow()) == []
+
+
+async def test_apps_users_and_notifications(store: JobStore) -> None:
+    app = await store.create_app(
+        app_id="app",
+        backend_url="http://127.0.0.1:1/jobs",
+        default_timeout_seconds=60,
+        admin_emails=["a@example.com"],
+        api_key_hash="hash",
+        max_concurrency=4,
+    )
+    assert await store.get_app("app") == app
+    with pytest.raises(AlreadyExistsError):
+        await store.create_app(
+            app_id="app",
+            backend_url="http://x",
+            default_timeout_seconds=1,
+            admin_emails=[],
+            api_key_hash="h",
+            max_concurrency=1,
+        )
+
+    assert await store.upsert_user(User("app", "u1", "u1@example.com", "ja")) is True
+    assert await store.upsert_user(User("app", "u1", "new@example.com", "en")) is False
+    assert await store.get_user("app", "u1") == User("app", "u1", "new@example.com", "en")
+    assert await store.get_user("other", "u1") is None
+
+    assert not await store.notification_sent("k")
+    for _ in range(2):
+        await store.record_notification(
+            key="k", job_id="j", recipient="u1@example.com", kind="completed", message_id="<m>"
+        )
+    assert await store.notification_sent("k")
