@@ -12,6 +12,8 @@ from jobplane_local.config import HOST, LocalConfig
 from jobplane_local.ferretdb import FerretDB
 from jobplane_local.kafka import Kafka
 from jobplane_local.service import Log, Service, ServiceStatus
+
+__all__ = ["Endpoints", "Log", "down", "endpoints", "services", "status", "up"]
 from jobplane_local.smtp import SmtpSink
 
 SERVICE_NAMES = ("kafka", "ferretdb", "smtp")

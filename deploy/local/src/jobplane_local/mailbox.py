@@ -12,7 +12,7 @@ import email.policy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,7 +24,7 @@ class ReceivedMail:
 
     mail_from: str
     rcpt_tos: list[str]
-    message: EmailMessage
+    message: EmailMessage = field(compare=False)  # compared through `path`
     path: Path
     """The raw message (`.eml`); its envelope is beside it in the `.json` of the same name."""
     received_at: datetime | None = None
@@ -45,7 +45,9 @@ class ReceivedMail:
 def read_mail(envelope_file: Path) -> ReceivedMail:
     envelope = json.loads(envelope_file.read_text())
     eml = envelope_file.with_suffix(".eml")
-    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    # Stored as received (CRLF line ends); parsed with LF line ends like any local text.
+    raw = eml.read_bytes().replace(b"\r\n", b"\n")
+    message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     received_at = envelope.get("received_at")
     return ReceivedMail(

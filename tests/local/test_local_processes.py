@@ -1,0 +1,131 @@
+"""Process plumbing of jobplane-local: port checks, tools, pid files, a full start/stop cycle."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobplane_local import LocalConfig, MissingToolError, PortInUseError, cli
+from jobplane_local.kafka import Kafka, new_cluster_id
+from jobplane_local.processes import (
+    ensure_port_free,
+    pid_alive,
+    read_pid,
+    require_tool,
+    start_detached,
+    stop_process,
+)
+from jobplane_local.smtp import SmtpSink, smtp_answers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A port on 127.0.0.1 held by a listening socket that is not ours."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_taken_port_is_reported_with_the_env_var(listening_port: int) -> None:
+    with pytest.raises(PortInUseError) as caught:
+        ensure_port_free("127.0.0.1", listening_port, what="FerretDB", env_var="JOBPLANE_X_PORT")
+    message = str(caught.value)
+    assert f"port {listening_port}" in message
+    assert "JOBPLANE_X_PORT=" in message
+
+
+def test_free_port_passes() -> None:
+    ensure_port_free("127.0.0.1", _free_port(), what="x", env_var="X")
+
+
+def test_service_refuses_a_port_taken_by_someone_else(tmp_path: Path, listening_port: int) -> None:
+    config = LocalConfig(local_dir=tmp_path, smtp_port=listening_port)
+    with pytest.raises(PortInUseError, match="JOBPLANE_SMTP_PORT"):
+        SmtpSink(config).start(log=lambda _: None)
+    assert not SmtpSink(config).pid_file.exists()
+
+
+def test_missing_tool_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError, match=r"java not found: install a Java 17\+ JRE"):
+        Kafka(LocalConfig(local_dir=tmp_path)).install(log=lambda _: None)
+    with pytest.raises(MissingToolError, match="no-such-tool not found: get it"):
+        require_tool("no-such-tool", "get it")
+
+
+def test_pid_files_and_liveness(tmp_path: Path) -> None:
+    assert read_pid(tmp_path / "absent.pid") is None
+    (tmp_path / "bad.pid").write_text("not a pid")
+    assert read_pid(tmp_path / "bad.pid") is None
+    assert pid_alive(os.getpid())
+    assert not pid_alive(os.getpid(), marker="certainly-not-in-pytest's-command-line")
+
+    marker = str(tmp_path / "sleeper")
+    pid = start_detached(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker],
+        log_file=tmp_path / "sleeper.log",
+        cwd=tmp_path,
+    )
+    assert pid_alive(pid, marker)
+    assert stop_process(pid, marker, timeout=5)
+    assert not pid_alive(pid, marker)
+    assert not stop_process(pid, marker)
+
+
+def test_smtp_sink_start_reuse_status_stop(tmp_path: Path) -> None:
+    config = LocalConfig(local_dir=tmp_path, smtp_port=_free_port(), start_timeout=30)
+    sink = SmtpSink(config)
+    pid = sink.start(log=lambda _: None)
+    try:
+        assert smtp_answers("127.0.0.1", config.smtp_port)
+        assert SmtpSink(config).start(log=lambda _: None) == pid  # idempotent: reused
+        status = sink.status()
+        assert (status.running, status.pid, status.address) == (
+            True,
+            pid,
+            f"127.0.0.1:{config.smtp_port}",
+        )
+    finally:
+        sink.stop(log=lambda _: None)
+    assert not sink.status().running
+    assert not pid_alive(pid)
+
+
+def test_kafka_configuration(tmp_path: Path) -> None:
+    config = LocalConfig(local_dir=tmp_path, kafka_port=19192, kafka_controller_port=19193)
+    props = Kafka(config).server_properties_text()
+    assert "listeners=PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193" in props
+    assert "controller.quorum.voters=1@127.0.0.1:19193" in props
+    assert "auto.create.topics.enable=false" in props
+    assert f"log.dirs={tmp_path / 'kafka' / 'data'}" in props
+    cluster_id = new_cluster_id()
+    assert len(cluster_id) == 22
+    assert "=" not in cluster_id
+
+
+def test_cli_env_prints_client_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOBPLANE_LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("JOBPLANE_SMTP_PORT", "2525")
+    monkeypatch.setenv("JOBPLANE_FERRETDB_PORT", "27018")
+    assert cli.main(["env"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092",
+        "MONGODB_URI=mongodb://127.0.0.1:27018/",
+        "SMTP_HOST=127.0.0.1",
+        "SMTP_PORT=2525",
+        f"SMTP_SINK_DIR={tmp_path / 'smtp' / 'mail'}",
+    ]
