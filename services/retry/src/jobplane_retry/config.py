@@ -1,0 +1,32 @@
+"""Settings of the retry service, read from environment variables."""
+
+from __future__ import annotations
+
+from jobplane.config import CommonSettings
+from jobplane.topics import RETRY_TIERS
+from pydantic import Field, field_validator
+
+
+class Settings(CommonSettings):
+    router_group_id: str = "jobplane-retry-router"
+    tiers_group_id: str = "jobplane-retry-tiers"
+
+    # Retries after the first attempt: attempt max_retries + 1 is the last one. One Kafka
+    # topic exists per retry tier, so there can be at most RETRY_TIERS retries.
+    max_retries: int = Field(default=5, ge=0, le=RETRY_TIERS)
+    # Delay before the N-th retry is retry_delays_seconds[N-1]; env: a JSON list.
+    # A table shorter than max_retries is extended by doubling its last entry.
+    retry_delays_seconds: list[float] = Field(default=[30.0, 120.0, 600.0, 1800.0, 3600.0])
+    # Upper bound of a retry's base delay (before jitter).
+    max_backoff_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # Random extra delay, as a fraction of the base delay: 0.1 = up to +10%, never less.
+    jitter: float = Field(default=0.1, ge=0, le=10)
+
+    @field_validator("retry_delays_seconds")
+    @classmethod
+    def _delays_positive(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("retry_delays_seconds needs at least one delay")
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
+        return value

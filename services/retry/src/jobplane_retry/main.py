@@ -1,0 +1,40 @@
+"""The retry service: route failures to delay tiers or ``job.dead``; re-request due retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jobplane import service
+from jobplane.connections import connect, consume
+from jobplane.events import JobFailed
+from jobplane.kafka import make_consumer
+
+from jobplane_retry.config import Settings
+from jobplane_retry.policy import RetryPolicy
+from jobplane_retry.router import Router
+from jobplane_retry.tiers import run_tiers
+
+
+async def serve(settings: Settings) -> None:
+    """Run the router and the delay tiers side by side until cancelled."""
+    async with connect(settings, "jobplane-retry") as conns:
+        router = Router(
+            conns.store, conns.publisher, conns.topics, RetryPolicy.from_settings(settings)
+        )
+        tiers_consumer = make_consumer(settings, settings.tiers_group_id)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                consume(
+                    conns,
+                    settings.router_group_id,
+                    [conns.topics.failed],
+                    lambda _topic: JobFailed,
+                    router.handle,
+                )
+            )
+            tasks.create_task(run_tiers(tiers_consumer, conns.publisher, conns.topics))
+
+
+def run() -> None:
+    settings = Settings()
+    service.run("retry", serve(settings), settings.log_level)

@@ -1,0 +1,154 @@
+"""``job.failed`` → ``job.retry.N`` (a retry is scheduled) or ``job.dead`` (given up).
+
+The store's guarded transition decides: the first failure reported for an attempt wins.
+A replayed event finds the job already showing its decision and publishes that decision
+again (downstream consumers are idempotent); a stale one changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from jobplane.events import AttemptRecord, Event, JobDead, JobFailed, JobRetryScheduled
+from jobplane.jobs import Job, JobStatus
+from jobplane.kafka import Handler, PermanentError, Publisher, Record
+from jobplane.logs import fields
+from jobplane.store import JobStore, utcnow
+from jobplane.topics import Topics
+
+from jobplane_retry.policy import GiveUp, RetryPolicy, ScheduleRetry
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(
+        self,
+        store: JobStore,
+        publisher: Publisher,
+        topics: Topics,
+        policy: RetryPolicy,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.topics = topics
+        self.policy = policy
+        self.clock = clock
+
+    async def handle(self, event: Event, record: Record) -> None:
+        if not isinstance(event, JobFailed):
+            raise PermanentError(
+                f"expected JobFailed on {record.topic}, got {type(event).__name__}"
+            )
+        await self.route(event)
+
+    async def route(self, event: JobFailed) -> None:
+        job = await self.store.get_job(event.job_id)
+        if job is None:
+            # Nothing was ever stored (e.g. an unknown app): nothing to retry either.
+            log.warning(
+                "failure of an unknown job; giving up",
+                extra=fields(attempt=event.attempt, reason=event.failure.message),
+            )
+            await self._publish_dead(event, event.failure.message, ())
+            return
+        decision = self.policy.decide(event.failure, event.attempt, self.clock())
+        if isinstance(decision, ScheduleRetry):
+            await self._schedule(event, decision)
+        else:
+            await self._give_up(event, decision)
+
+    async def _schedule(self, event: JobFailed, decision: ScheduleRetry) -> None:
+        attempt = event.attempt
+        job = await self.store.schedule_retry(event.job_id, attempt, event.failure, decision.due_at)
+        due_at = decision.due_at
+        if job is None:
+            current = await self.store.get_job(event.job_id)
+            if (
+                current is None
+                or current.status is not JobStatus.RETRY_SCHEDULED
+                or current.attempt != attempt + 1
+                or current.next_attempt_at is None
+            ):
+                _log_stale(event, current)
+                return
+            log.info("replayed failure: publishing the scheduled retry again")
+            due_at = current.next_attempt_at
+        else:
+            log.info(
+                "retry scheduled",
+                extra=fields(
+                    attempt=attempt, tier=decision.tier, due_at=due_at.isoformat(),
+                    failure=event.failure.message,
+                ),
+            )  # fmt: skip
+        await self.publisher.publish(
+            self.topics.retry(decision.tier),
+            JobRetryScheduled(
+                job_id=event.job_id,
+                app_id=event.app_id,
+                user_id=event.user_id,
+                attempt=attempt,
+                trace_id=event.trace_id,
+                job_type=event.job_type,
+                payload=event.payload,
+                timeout_seconds=event.timeout_seconds,
+                failure=event.failure,
+                retry_number=decision.tier,
+                due_at=due_at,
+            ),
+        )
+
+    async def _give_up(self, event: JobFailed, decision: GiveUp) -> None:
+        attempt = event.attempt
+        job = await self.store.mark_dead(event.job_id, attempt, event.failure)
+        if job is None:
+            current = await self.store.get_job(event.job_id)
+            if (
+                current is None
+                or current.status is not JobStatus.DEAD
+                or current.attempt != attempt
+            ):
+                _log_stale(event, current)
+                return
+            log.info("replayed failure: publishing the dead job again")
+            job = current
+        else:
+            log.warning("job is dead", extra=fields(attempt=attempt, reason=decision.reason))
+        await self._publish_dead(event, decision.reason, tuple(a.to_record() for a in job.attempts))
+
+    async def _publish_dead(
+        self, event: JobFailed, reason: str, attempts: tuple[AttemptRecord, ...]
+    ) -> None:
+        await self.publisher.publish(
+            self.topics.dead,
+            JobDead(
+                job_id=event.job_id,
+                app_id=event.app_id,
+                user_id=event.user_id,
+                attempt=event.attempt,
+                trace_id=event.trace_id,
+                job_type=event.job_type,
+                reason=reason,
+                failure=event.failure,
+                attempts=attempts,
+            ),
+        )
+
+
+def _log_stale(event: JobFailed, job: Job | None) -> None:
+    log.info(
+        "failure changes nothing: the job has moved on",
+        extra=fields(
+            attempt=event.attempt,
+            job_status=job.status.value if job else None,
+            job_attempt=job.attempt if job else None,
+        ),
+    )
+
+
+def make_handler(router: Router) -> Handler:
+    return router.handle
