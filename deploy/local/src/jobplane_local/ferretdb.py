@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -50,6 +51,7 @@ class FerretDB(Service):
             return
         go = require_tool("go", GO_HINT)
         log(f"ferretdb: building {self.binary} with Go (a few minutes the first time) ...")
+        began = time.monotonic()
         self.binary.parent.mkdir(parents=True, exist_ok=True)
         partial = self.binary.with_name("ferretdb.partial")
         # GOMODCACHE, GOCACHE, GOPROXY, GOFLAGS ... are honoured from the environment.
@@ -68,6 +70,7 @@ class FerretDB(Service):
             )
         partial.replace(self.binary)
         stamp.write_text(digest + "\n")
+        log(f"ferretdb: built in {time.monotonic() - began:.1f}s")
 
     def command(self) -> list[str]:
         return [

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -93,6 +94,7 @@ class Kafka(Service):
             return
         mvn = require_tool("mvn", MAVEN_HINT)
         log(f"kafka: resolving jars with Maven into {self.libs_dir} ...")
+        began = time.monotonic()
         staging = self.dir / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         argv = [
@@ -115,6 +117,7 @@ class Kafka(Service):
         (staging / ".pom-sha256").write_text(digest + "\n")
         shutil.rmtree(self.libs_dir, ignore_errors=True)
         staging.rename(self.libs_dir)
+        log(f"kafka: jars resolved in {time.monotonic() - began:.1f}s")
 
     # --- configure and run -----------------------------------------------------------------
 

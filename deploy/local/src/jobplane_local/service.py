@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Service(ABC):
 
     def start(self, log: Log) -> int:
         """Start the server, or reuse the one already running; return once it answers."""
+        began = time.monotonic()
         self.install(log)
         pid = self.pid()
         if pid is not None:
@@ -112,13 +114,18 @@ class Service(ABC):
             self.command(), log_file=self.log_file, cwd=self.dir, env=self.environment()
         )
         write_pid(self.pid_file, pid)
+        launched = time.monotonic()
         try:
             self._wait(pid)
         except StartError:
             stop_process(pid, self.marker, timeout=5.0)
             self.pid_file.unlink(missing_ok=True)
             raise
-        log(f"{self.name}: started (pid {pid}) on {self.address}, log {self.log_file}")
+        log(
+            f"{self.name}: started (pid {pid}) on {self.address} and ready in"
+            f" {time.monotonic() - launched:.1f}s ({time.monotonic() - began:.1f}s in all),"
+            f" log {self.log_file}"
+        )
         return pid
 
     def _wait(self, pid: int) -> None:
