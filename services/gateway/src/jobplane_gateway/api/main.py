@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jobplane_gateway.api.routes import apps, health, jobs, results, users
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(apps.router)
+api_router.include_router(users.router)
+api_router.include_router(jobs.router)
+api_router.include_router(results.router)

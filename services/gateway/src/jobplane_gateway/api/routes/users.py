@@ -1,0 +1,39 @@
+"""The user-DB: an app registers each user's e-mail address before submitting jobs for them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from jobplane.logs import fields
+from jobplane.store import User
+
+from jobplane_gateway.api.deps import AppDep, StoreDep
+from jobplane_gateway.schemas import USER_ID_PATTERN, UserIn, UserOut
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+@router.put(
+    "/{user_id}",
+    status_code=status.HTTP_200_OK,
+    responses={201: {"model": UserOut, "description": "The user is new"}},
+)
+async def upsert_user(
+    user_id: Annotated[str, Path(pattern=USER_ID_PATTERN)],
+    body: UserIn,
+    app: AppDep,
+    store: StoreDep,
+    response: Response,
+) -> UserOut:
+    """Register (201) or update (200) a user of the calling app."""
+    created = await store.upsert_user(
+        User(app_id=app.app_id, user_id=user_id, email=body.email, language=body.language)
+    )
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    log.info("user saved", extra=fields(app_id=app.app_id, user_id=user_id, created=created))
+    return UserOut(user_id=user_id, email=body.email, language=body.language)

@@ -1,0 +1,89 @@
+"""Trace ids and one JSON access log line per request.
+
+Every request runs with its trace id bound to the log context: the ``X-Trace-Id`` header
+when the caller sent a sane one, a new id otherwise. The id is echoed in the response
+headers and kept in ``request.state.trace_id``; ``request.state.trace_supplied`` says whether
+the caller sent it. A route that learns the job id puts it in ``request.state.job_id`` for
+the access line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from jobplane.logs import HTTP_TRACE_HEADER, bind, fields, new_trace_id
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("jobplane_gateway.access")
+
+_TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HEADER = HTTP_TRACE_HEADER.lower().encode()
+
+
+class TraceMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
+        trace_supplied = supplied is not None and _TRACE_ID.match(supplied) is not None
+        trace_id = supplied if trace_supplied and supplied else new_trace_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["trace_id"] = trace_id
+        state["trace_supplied"] = trace_supplied
+        status = 500
+        started = False
+
+        async def send_with_trace(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER]
+                headers.append((_HEADER, state["trace_id"].encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        begin = time.perf_counter()
+        with bind(trace_id=trace_id):
+            try:
+                await self.app(scope, receive, send_with_trace)
+            except Exception:
+                log.exception("unhandled error", extra=fields(path=scope["path"]))
+                if not started:
+                    await _internal_error(send_with_trace)
+            finally:
+                job_id = state.get("job_id") or scope.get("path_params", {}).get("job_id")
+                # A route may have re-bound the trace id (a callback joins its job's trace).
+                with bind(trace_id=state["trace_id"], job_id=job_id):
+                    log.info(
+                        "request",
+                        extra=fields(
+                            method=scope["method"],
+                            path=scope["path"],
+                            status=status,
+                            duration_ms=round((time.perf_counter() - begin) * 1000, 1),
+                        ),
+                    )
+
+
+async def _internal_error(send: Send) -> None:
+    body = json.dumps({"detail": "internal error"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
