@@ -200,7 +200,8 @@ def stop_process(pid: int, marker: str, *, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             _reap(pid)
-            if not pid_alive(pid, marker):
+            # No marker here: an exiting process can lose its command line before it is gone.
+            if not pid_alive(pid):
                 return True
             time.sleep(0.1)
     _reap(pid)
