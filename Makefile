@@ -33,7 +33,7 @@ infra-down:
 	$(UV) run jobplane-local down
 
 infra-status:
-	$(UV) run jobplane-local status
+	@$(UV) run jobplane-local status || true
 
 # The four services and the demo app join `make up` here once they exist.
 services:
@@ -51,5 +51,9 @@ lint: install
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 
+# The test fixtures start the local servers; fetching/building them first keeps that out of
+# the first test's time budget. Servers given by env vars (see README) are not installed.
 test: install lint
+	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(UV) run jobplane-local install kafka; fi
+	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install ferretdb; fi
 	$(UV) run pytest

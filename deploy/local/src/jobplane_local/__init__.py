@@ -5,7 +5,7 @@ endpoints = up()          # starts (or reuses) all three; see Endpoints
 """
 
 from jobplane_local.config import LocalConfig
-from jobplane_local.infra import Endpoints, down, endpoints, status, up
+from jobplane_local.infra import Endpoints, down, endpoints, install, status, up
 from jobplane_local.mailbox import Mailbox, ReceivedMail, read_mailbox
 from jobplane_local.processes import (
     LocalInfraError,
@@ -27,6 +27,7 @@ __all__ = [
     "StartError",
     "down",
     "endpoints",
+    "install",
     "read_mailbox",
     "status",
     "up",

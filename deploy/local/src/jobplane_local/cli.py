@@ -1,4 +1,4 @@
-"""`jobplane-local up | down | status | env`: the local Kafka, FerretDB and SMTP sink."""
+"""`jobplane-local up | down | install | status | env`: the local Kafka, FerretDB and SMTP sink."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobplane_local.config import LocalConfig
-from jobplane_local.infra import SERVICE_NAMES, down, endpoints, status, up
+from jobplane_local.infra import SERVICE_NAMES, down, endpoints, install, status, up
 from jobplane_local.processes import LocalInfraError
 
 
@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, help_text in (
         ("up", "download/build what is missing, start what is not running, wait until ready"),
         ("down", "stop the servers (data is kept)"),
+        ("install", "only download/build what is missing (Kafka jars, FerretDB); start nothing"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument(
@@ -83,9 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = LocalConfig.from_env()
-        only = args.services or None if args.command in ("up", "down") else None
+        only = args.services or None if args.command in ("up", "down", "install") else None
         if args.command == "up":
             return cmd_up(config, only)
+        if args.command == "install":
+            install(config, only=only, log=_log)
+            return 0
         if args.command == "down":
             return cmd_down(config, only)
         if args.command == "status":

@@ -13,7 +13,7 @@ from jobplane_local.ferretdb import FerretDB
 from jobplane_local.kafka import Kafka
 from jobplane_local.service import Log, Service, ServiceStatus
 
-__all__ = ["Endpoints", "Log", "down", "endpoints", "services", "status", "up"]
+__all__ = ["Endpoints", "Log", "down", "endpoints", "install", "services", "status", "up"]
 from jobplane_local.smtp import SmtpSink
 
 SERVICE_NAMES = ("kafka", "ferretdb", "smtp")
@@ -91,6 +91,16 @@ def up(
         for service in services(config, only):
             service.start(log)
     return endpoints(config)
+
+
+def install(
+    config: LocalConfig | None = None, *, only: Iterable[str] | None = None, log: Log = _quiet
+) -> None:
+    """Download or build what the servers need (Kafka jars, FerretDB), without starting them."""
+    config = config or LocalConfig.from_env()
+    with _lock(config):
+        for service in services(config, only):
+            service.install(log)
 
 
 def down(
