@@ -74,7 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument(
             "services",
             nargs="*",
-            choices=[[], *SERVICE_NAMES],
             metavar="SERVICE",
             help=f"any of {', '.join(SERVICE_NAMES)} (default: all)",
         )
