@@ -1,0 +1,168 @@
+"""The delay tiers against the real Kafka: never early, and one partition never holds up another."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from jobplane import codec
+from jobplane.events import Failure, FailureKind, JobDead, JobRequested, JobRetryScheduled, utc_now
+from jobplane.kafka import Publisher, make_consumer
+from jobplane.topics import Topics
+from jobplane_retry.config import Settings
+from jobplane_retry.tiers import TierLoop
+
+from .conftest import committed, of_job, read_events
+
+
+@contextlib.asynccontextmanager
+async def tiers(
+    settings: Settings, publisher: Publisher, topics: Topics
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """The tier loop running, once it owns every partition of every tier topic."""
+    consumer = make_consumer(settings, settings.tiers_group_id)
+    loop = TierLoop(consumer, publisher, topics)
+    consumer.subscribe(topics.retries, listener=loop.rebalance_listener())
+    await consumer.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        expected = len(topics.retries) * settings.topic_partitions
+        for _ in range(300):
+            if len(consumer.assignment()) == expected:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the tier consumer got no assignment")
+        yield consumer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+
+
+def scheduled(job_id: str, due_at: datetime, attempt: int = 2) -> JobRetryScheduled:
+    return JobRetryScheduled(
+        job_id=job_id,
+        app_id="app-1",
+        user_id="user-1",
+        attempt=attempt,
+        trace_id=f"trace-{job_id}",
+        job_type="thumbnail",
+        payload='{"size": [64, 64]}',
+        timeout_seconds=90,
+        failure=Failure(kind=FailureKind.TIMEOUT, message="no answer", retryable=True),
+        retry_number=attempt,
+        due_at=due_at,
+    )
+
+
+async def produce(
+    publisher: Publisher, topic: str, event: JobRetryScheduled, partition: int | None = None
+) -> None:
+    await publisher.producer.send_and_wait(
+        topic, key=event.job_id.encode(), value=codec.encode(event), partition=partition
+    )
+
+
+async def test_retry_is_requested_at_its_due_time_never_before(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    job_id = f"job-{unique_id}"
+    async with tiers(settings, publisher, topics):
+        due_at = utc_now() + timedelta(seconds=0.5)
+        event = scheduled(job_id, due_at, attempt=2)
+        await produce(publisher, topics.retry(2), event)
+        (requested,) = await read_events(
+            settings, topics.requested, JobRequested, until=bool, timeout=10, where=of_job(job_id)
+        )
+        seen_at = utc_now()
+    assert requested.attempt == 3
+    assert requested.occurred_at >= due_at  # never early
+    assert seen_at - due_at < timedelta(seconds=1.5)  # and not much later
+    assert (requested.app_id, requested.user_id, requested.trace_id) == (
+        event.app_id,
+        event.user_id,
+        event.trace_id,
+    )
+    assert (requested.job_type, requested.payload, requested.timeout_seconds) == (
+        event.job_type,
+        event.payload,
+        event.timeout_seconds,
+    )
+    offsets = await committed(settings, settings.tiers_group_id, topics.retry(2))
+    assert sum(offsets.values()) == 1
+
+
+async def test_a_later_event_on_one_partition_does_not_delay_another_partition(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    later, sooner = f"later-{unique_id}", f"sooner-{unique_id}"
+    topic = topics.retry(1)
+    async with tiers(settings, publisher, topics):
+        start = utc_now()
+        later_due = start + timedelta(seconds=3)
+        sooner_due = start + timedelta(seconds=0.5)
+        await produce(publisher, topic, scheduled(later, later_due, attempt=1), partition=0)
+        await produce(publisher, topic, scheduled(sooner, sooner_due, attempt=1), partition=1)
+        (first,) = await read_events(
+            settings, topics.requested, JobRequested, until=bool, timeout=10, where=of_job(sooner)
+        )
+        first_seen = utc_now()
+        (second,) = await read_events(
+            settings, topics.requested, JobRequested, until=bool, timeout=10, where=of_job(later)
+        )
+    assert sooner_due <= first.occurred_at
+    assert first_seen < later_due  # partition 1 did not wait for partition 0
+    assert later_due <= second.occurred_at
+    assert second.attempt == 2
+
+
+async def test_events_of_one_partition_are_held_in_order(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    topic = topics.retry(3)
+    async with tiers(settings, publisher, topics):
+        now = utc_now()
+        dues = [now + timedelta(seconds=0.3 * n) for n in range(1, 4)]
+        for n, due in enumerate(dues):
+            await produce(publisher, topic, scheduled(f"j{n}-{unique_id}", due, 3), partition=0)
+        events = await read_events(
+            settings,
+            topics.requested,
+            JobRequested,
+            until=lambda found: len(found) >= 3,
+            timeout=10,
+            where=lambda e: e.job_id.endswith(unique_id),
+        )
+    assert [e.job_id for e in events] == [f"j{n}-{unique_id}" for n in range(3)]
+    for event, due in zip(events, dues, strict=True):
+        assert event.occurred_at >= due
+
+
+@pytest.mark.parametrize("garbage", [b"not avro at all", b""])
+async def test_undecodable_event_is_dead_lettered_and_passed(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str, garbage: bytes
+) -> None:
+    bad_key, good = f"bad-{unique_id}", f"good-{unique_id}"
+    topic = topics.retry(4)
+    async with tiers(settings, publisher, topics):
+        await publisher.producer.send_and_wait(
+            topic, key=bad_key.encode(), value=garbage, partition=0
+        )
+        await produce(publisher, topic, scheduled(good, utc_now(), 4), partition=0)
+        (dead,) = await read_events(
+            settings, topics.dead, JobDead, until=bool, timeout=10, where=of_job(bad_key)
+        )
+        await read_events(
+            settings, topics.requested, JobRequested, until=bool, timeout=10, where=of_job(good)
+        )
+    assert dead.source_topic == topic
+    assert dead.failure is not None and dead.failure.kind is FailureKind.UNDECODABLE
+    assert dead.raw_event == garbage
+    offsets = await committed(settings, settings.tiers_group_id, topic)
+    assert offsets.get(0) == 2
