@@ -1,0 +1,204 @@
+"""Fixtures for the dispatcher's tests against the real local Kafka and FerretDB."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from jobplane import codec
+from jobplane.events import E, JobRequested
+from jobplane.kafka import make_producer
+from jobplane.logs import TRACE_HEADER, new_trace_id
+from jobplane.store import JobStore
+from jobplane.store import connect as connect_mongo
+from jobplane.topics import Topics, ensure_topics
+from jobplane_dispatcher.config import Settings
+from jobplane_dispatcher.main import serve
+from jobplane_local.testing import Infra
+
+from .http_stub import StubBackend, stub_backend
+
+
+@pytest.fixture
+def settings(infra: Infra, topic_prefix: str, mongo_db_name: str, unique_id: str) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=infra.kafka_bootstrap,
+        mongodb_uri=infra.mongodb_uri,
+        topic_prefix=topic_prefix,
+        topic_partitions=3,
+        mongodb_database=mongo_db_name,
+        group_id=f"test-dispatcher-{unique_id}",
+        gateway_public_url="http://gateway.test:8000",
+        connect_timeout_seconds=2,
+        request_timeout_seconds=5,
+        deadline_check_interval_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def topics(settings: Settings) -> Topics:
+    return Topics(settings.topic_prefix)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[JobStore]:
+    client = connect_mongo(settings)
+    try:
+        job_store = JobStore.from_settings(client, settings)
+        await job_store.create_indexes()
+        yield job_store
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[StubBackend]:
+    async with stub_backend() as stub:
+        yield stub
+
+
+@pytest.fixture
+async def dispatcher(settings: Settings) -> AsyncIterator[None]:
+    """The dispatcher service running as a task against the per-test topics and database."""
+    await ensure_topics(settings)
+    task = asyncio.create_task(serve(settings))
+    await asyncio.sleep(0)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if not task.cancelled() and task.exception() is not None:  # pragma: no cover
+        raise task.exception()  # type: ignore[misc]
+
+
+class Kafka:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+
+    async def produce(self, topic: str, *events: JobRequested) -> None:
+        producer = make_producer(self.settings, client_id="test-producer")
+        await producer.start()
+        try:
+            for event in events:
+                await producer.send_and_wait(
+                    topic,
+                    key=event.job_id.encode(),
+                    value=codec.encode(event),
+                    headers=[(TRACE_HEADER, event.trace_id.encode())],
+                )
+        finally:
+            await producer.stop()
+
+    async def read(
+        self,
+        topic: str,
+        cls: type[E],
+        *,
+        until: Callable[[list[E]], bool],
+        timeout: float = 30.0,
+        settle: float = 0.0,
+    ) -> list[E]:
+        """Events of ``topic`` from the start, until ``until`` holds (then ``settle`` s more)."""
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        events: list[E] = []
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not until(events):
+                if loop.time() > deadline:
+                    raise AssertionError(f"timed out on {topic}; got {events}")
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    events.extend(codec.decode(r.value or b"", cls) for r in records)
+            end = loop.time() + settle
+            while loop.time() < end:
+                batches = await consumer.getmany(timeout_ms=100)
+                for records in batches.values():
+                    events.extend(codec.decode(r.value or b"", cls) for r in records)
+        finally:
+            await consumer.stop()
+        return events
+
+    async def committed_total(self, topic: str) -> int:
+        """How many events of ``topic`` the dispatcher's group has committed (all partitions)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            total = 0
+            for partition in range(self.settings.topic_partitions):
+                offset = await consumer.committed(TopicPartition(topic, partition))
+                total += offset or 0
+            return total
+        finally:
+            await consumer.stop()
+
+    async def wait_committed(self, topic: str, total: int, timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (done := await self.committed_total(topic)) < total:
+            if loop.time() > deadline:
+                raise AssertionError(f"only {done} of {total} events committed on {topic}")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def kafka(settings: Settings) -> Kafka:
+    return Kafka(settings)
+
+
+def job_requested(
+    app_id: str,
+    job_id: str,
+    *,
+    payload: dict[str, Any] | None = None,
+    attempt: int = 1,
+    timeout_seconds: int | None = None,
+    user_id: str = "user-1",
+) -> JobRequested:
+    return JobRequested(
+        job_id=job_id,
+        app_id=app_id,
+        user_id=user_id,
+        attempt=attempt,
+        trace_id=new_trace_id(),
+        job_type="thumbnail",
+        payload=json.dumps(payload if payload is not None else {"size": [64, 64]}),
+        timeout_seconds=timeout_seconds,
+    )
+
+
+async def register_app(
+    store: JobStore,
+    app_id: str,
+    backend_url: str,
+    *,
+    max_concurrency: int = 16,
+    default_timeout_seconds: int = 3600,
+) -> None:
+    await store.create_app(
+        app_id=app_id,
+        backend_url=backend_url,
+        default_timeout_seconds=default_timeout_seconds,
+        admin_emails=["ops@example.test"],
+        api_key_hash="0" * 64,
+        max_concurrency=max_concurrency,
+    )
