@@ -29,7 +29,7 @@ from jobplane.topics import Topics
 
 from jobplane_dispatcher.backend import Accepted, BackendClient, CompletedAtOnce, Failed
 from jobplane_dispatcher.config import Settings
-from jobplane_dispatcher.limits import AppLimits
+from jobplane_dispatcher.limits import AppLimits, KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,15 @@ class Dispatcher:
         self.topics = topics
         self.backend = backend
         self.limits = limits or AppLimits()
+        self.job_locks = KeyedLocks()
 
     async def handle(self, event: Event, record: Record) -> None:
         """The EventLoop's handler; it has bound the trace id and job id already."""
         if not isinstance(event, JobRequested):
             raise PermanentError(f"expected JobRequested, got {type(event).__name__}")
         with bind(attempt=str(event.attempt)):
-            await self.dispatch(event)
+            async with self.job_locks.hold(event.job_id):
+                await self.dispatch(event)
 
     async def dispatch(self, event: JobRequested) -> None:
         app = await self.store.get_app(event.app_id)
