@@ -63,17 +63,17 @@ class Worker:
         if not isinstance(fail_times, int):
             fail_times = self.settings.fail_times
         if payload.get("permanent_failure") is True:
-            return _failed(f"demo permanent failure on attempt {dispatch.attempt}", False)
+            return _failed(dispatch, f"demo permanent failure on attempt {dispatch.attempt}", False)
         if dispatch.attempt <= fail_times:
-            return _failed(f"demo failure on attempt {dispatch.attempt}", True)
+            return _failed(dispatch, f"demo failure on attempt {dispatch.attempt}", True)
         output = self.settings.output_dir / f"{dispatch.job_id}-{dispatch.attempt}.png"
         try:
             thumbnail = await asyncio.to_thread(make_thumbnail, payload, output)
         except BadPayloadError as exc:
-            return _failed(f"bad payload: {exc}", False)
+            return _failed(dispatch, f"bad payload: {exc}", False)
         except Exception as exc:
             log.exception("thumbnail failed")
-            return _failed(f"thumbnail failed: {exc!r}", True)
+            return _failed(dispatch, f"thumbnail failed: {exc!r}", True)
         return {"attempt": dispatch.attempt, "status": "succeeded", "result": thumbnail.as_result()}
 
     async def report(self, dispatch: Dispatch, trace_id: str, body: dict[str, Any]) -> None:
@@ -105,8 +105,12 @@ class Worker:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def _failed(message: str, retryable: bool) -> dict[str, Any]:
-    return {"status": "failed", "error": {"message": message, "retryable": retryable}}
+def _failed(dispatch: Dispatch, message: str, retryable: bool) -> dict[str, Any]:
+    return {
+        "attempt": dispatch.attempt,
+        "status": "failed",
+        "error": {"message": message, "retryable": retryable},
+    }
 
 
 def create_app(settings: DemoSettings | None = None) -> FastAPI:
