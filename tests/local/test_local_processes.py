@@ -117,6 +117,9 @@ def test_kafka_configuration(tmp_path: Path) -> None:
 def test_cli_env_prints_client_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    for name in list(os.environ):
+        if name.startswith("JOBPLANE_"):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("JOBPLANE_LOCAL_DIR", str(tmp_path))
     monkeypatch.setenv("JOBPLANE_SMTP_PORT", "2525")
     monkeypatch.setenv("JOBPLANE_FERRETDB_PORT", "27018")
