@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -141,3 +142,36 @@ async def test_apps_users_and_notifications(store: JobStore) -> None:
             key="k", job_id="j", recipient="u1@example.com", kind="completed", message_id="<m>"
         )
     assert await store.notification_sent("k")
+
+
+async def test_concurrent_claims_have_exactly_one_winner(store: JobStore) -> None:
+    for i in range(10):
+        await store.create_job(new_job(f"race-{i}"))
+        deadline = utcnow() + timedelta(minutes=5)
+        results = await asyncio.gather(
+            *(
+                store.claim_attempt(
+                    f"race-{i}", 1, callback_token_hash=f"h{n}", deadline_at=deadline
+                )
+                for n in range(4)
+            )
+        )
+        assert sum(r is not None for r in results) == 1
+
+
+async def test_concurrent_changes_of_one_job_lose_nothing(store: JobStore) -> None:
+    await store.create_job(new_job())
+    await store.claim_attempt(
+        "job-1", 1, callback_token_hash="h", deadline_at=utcnow() + timedelta(minutes=5)
+    )
+    # The backend's callback can overtake the dispatcher's "accepted" bookkeeping.
+    await asyncio.gather(
+        store.mark_running("job-1", 1),
+        store.complete("job-1", 1, '{"ok": 1}'),
+        store.mark_notified("job-1", user=True, admins=False),
+    )
+    job = await store.get_job("job-1")
+    assert job is not None
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.result == '{"ok": 1}'
+    assert job.notified_user_at is not None

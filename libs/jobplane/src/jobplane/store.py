@@ -1,8 +1,8 @@
 """The job store: jobs, apps, users and sent notifications in MongoDB.
 
-Every change of a job's state is one single-document atomic update whose filter names the
-state it starts from (the attempt number and the statuses it may leave). A replayed or late
-event therefore matches nothing and changes nothing: the caller sees ``None`` and knows.
+Every change of a job's state is guarded by the state it starts from (the attempt number and
+the statuses it may leave), checked and applied while holding the job's lock. A replayed or
+late event therefore matches nothing and changes nothing: the caller sees ``None`` and knows.
 Only features real MongoDB 7/8 and FerretDB both have are used (no transactions, no
 partial or TTL indexes).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
 from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
+from jobplane.locking import DocumentLocks
 
 Document = dict[str, Any]
 
@@ -91,6 +92,8 @@ class JobStore:
         self.users: AsyncCollection[Document] = database["users"]
         self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
+        # Every change of an existing job goes through its lock: see jobplane.locking.
+        self.job_locks = DocumentLocks(database["job_locks"])
 
     @classmethod
     def from_settings(
@@ -173,10 +176,11 @@ class JobStore:
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
         """Insert the job unless it exists; returns it and whether this call created it."""
         now = utcnow()
-        result = await self.jobs.update_one(
-            {"_id": new.job_id},
-            {
-                "$setOnInsert": {
+        created = True
+        try:
+            await self.jobs.insert_one(
+                {
+                    "_id": new.job_id,
                     "app_id": new.app_id,
                     "user_id": new.user_id,
                     "job_type": new.job_type,
@@ -189,12 +193,12 @@ class JobStore:
                     "created_at": now,
                     "updated_at": now,
                 }
-            },
-            upsert=True,
-        )
+            )
+        except DuplicateKeyError:
+            created = False
         job = await self.get_job(new.job_id)
         assert job is not None  # just written, and jobs are never deleted
-        return job, result.upserted_id is not None
+        return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
         doc = await self.jobs.find_one({"_id": job_id})
@@ -306,16 +310,16 @@ class JobStore:
         update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
-        doc = await self.jobs.find_one_and_update(
-            {
-                "_id": job_id,
-                "attempt": attempt,
-                "status": {"$in": [s.value for s in from_statuses]},
-            },
-            update,
-            return_document=ReturnDocument.AFTER,
-        )
-        return Job.from_document(doc) if doc else None
+        guard: Document = {
+            "_id": job_id,
+            "attempt": attempt,
+            "status": {"$in": [s.value for s in from_statuses]},
+        }
+        async with self.job_locks.hold(job_id):
+            if await self.jobs.find_one(guard, projection={"_id": 1}) is None:
+                return None
+            await self.jobs.update_one({"_id": job_id}, update)
+        return await self.get_job(job_id)
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -332,9 +336,10 @@ class JobStore:
         return [Job.from_document(doc) async for doc in cursor]
 
     async def mark_timeout_reported(self, job_id: str, attempt: int) -> None:
-        await self.jobs.update_one(
-            {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
-        )
+        async with self.job_locks.hold(job_id):
+            await self.jobs.update_one(
+                {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
+            )
 
     # -- notifications -----------------------------------------------------------------
 
@@ -365,7 +370,8 @@ class JobStore:
         if admins:
             changes["notified_admins_at"] = now
         if changes:
-            await self.jobs.update_one({"_id": job_id}, {"$set": changes})
+            async with self.job_locks.hold(job_id):
+                await self.jobs.update_one({"_id": job_id}, {"$set": changes})
 
 
 def _user_key(app_id: str, user_id: str) -> str:
