@@ -111,6 +111,7 @@ async def test_completed_job_mails_the_user_once_in_their_language(
     assert mail.message["Message-ID"].endswith("@jobplane.test>")
     assert mail.message.get_body(preferencelist=("html",)) is not None
     assert mail.mail_from == "jobplane@jobplane.test"
+    assert mail.message["X-Jobplane-Trace-Id"] == event.trace_id
     assert await store.notification_sent(f"{job_id}:succeeded:{user.email}")
     job = await store.get_job(job_id)
     assert job is not None and job.notified_user_at is not None and job.notified_admins_at is None

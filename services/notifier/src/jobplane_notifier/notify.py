@@ -77,7 +77,13 @@ class Notifier:
         else:
             context = success_context(event, self.settings.status_page_url)
             await self._deliver(
-                event.job_id, SUCCEEDED, user.email, MailKind.USER_SUCCESS, user.language, context
+                event.job_id,
+                SUCCEEDED,
+                user.email,
+                MailKind.USER_SUCCESS,
+                user.language,
+                context,
+                event.trace_id,
             )
         await self.store.mark_notified(event.job_id, user=user is not None, admins=False)
 
@@ -101,7 +107,13 @@ class Notifier:
             else:
                 context = failure_context(event, self.settings.status_page_url)
                 await self._deliver(
-                    subject_id, DEAD, user.email, MailKind.USER_FAILURE, user.language, context
+                    subject_id,
+                    DEAD,
+                    user.email,
+                    MailKind.USER_FAILURE,
+                    user.language,
+                    context,
+                    event.trace_id,
                 )
                 user_notified = True
 
@@ -120,7 +132,9 @@ class Notifier:
             user_problem=user_problem,
         )
         for admin in recipients:
-            await self._deliver(subject_id, ALERT, admin, MailKind.ADMIN_ALERT, "en", alert)
+            await self._deliver(
+                subject_id, ALERT, admin, MailKind.ADMIN_ALERT, "en", alert, event.trace_id
+            )
 
         if not undecodable:
             await self.store.mark_notified(
@@ -135,6 +149,7 @@ class Notifier:
         kind: MailKind,
         language: str,
         context: dict[str, Any],
+        trace_id: str,
     ) -> None:
         key = notification_key(job_id, outcome, recipient)
         if await self.store.notification_sent(key):
@@ -150,7 +165,7 @@ class Notifier:
             headers={
                 "X-Jobplane-Job-Id": job_id,
                 "X-Jobplane-Outcome": outcome,
-                "X-Jobplane-Trace-Id": str(context.get("trace_id") or ""),
+                "X-Jobplane-Trace-Id": trace_id,
             },
         )
         await self.mailer.send(mail)
