@@ -43,7 +43,7 @@ up: infra services
 	@echo
 	@$(UV) run jobplane-local status || true
 	@echo
-	@echo "Export the client settings with: eval \"\$$(uv run jobplane-local env)\""
+	@echo "Export the client settings with: eval \"\$$(uv run jobplane-local env --export)\""
 	@echo "Mail sent through the SMTP sink lands in .local/smtp/mail/ (one .eml + .json each)."
 
 lint: install

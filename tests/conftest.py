@@ -35,7 +35,8 @@ def infra() -> Infra:
     try:
         return infra_from_env(log=_log)
     except LocalInfraError as exc:
-        pytest.fail(f"cannot start the local infrastructure: {exc}", pytrace=False)
+        problem = str(exc)
+    pytest.fail(f"cannot start the local infrastructure: {problem}", pytrace=False)
 
 
 def _short_id() -> str:

@@ -51,9 +51,10 @@ def cmd_status(config: LocalConfig) -> int:
     return 0 if all(s.running for s in rows) else 3
 
 
-def cmd_env(config: LocalConfig) -> int:
+def cmd_env(config: LocalConfig, export: bool) -> int:
+    prefix = "export " if export else ""
     for key, value in endpoints(config).env().items():
-        print(f"{key}={shlex.quote(value)}")
+        print(f"{prefix}{key}={shlex.quote(value)}")
     return 0
 
 
@@ -78,7 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=f"any of {', '.join(SERVICE_NAMES)} (default: all)",
         )
     sub.add_parser("status", help="show each server: running or not, pid, address, data, log")
-    sub.add_parser("env", help="print KAFKA_BOOTSTRAP_SERVERS=... lines, for eval or sourcing")
+    env = sub.add_parser(
+        "env", help="print KAFKA_BOOTSTRAP_SERVERS=... lines, for eval or sourcing"
+    )
+    env.add_argument(
+        "--export",
+        action="store_true",
+        help='prefix "export ": eval "$(jobplane-local env --export)"',
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -93,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_down(config, only)
         if args.command == "status":
             return cmd_status(config)
-        return cmd_env(config)
+        return cmd_env(config, args.export)
     except (LocalInfraError, ValueError) as exc:
         print(f"jobplane-local {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobplane_local.infra import Log, endpoints, up
+from jobplane_local.infra import Log, up
 from jobplane_local.processes import LocalInfraError
 
 
@@ -39,9 +39,7 @@ def infra_from_env(log: Log = _quiet) -> Infra:
         for name, given in (("kafka", kafka), ("ferretdb", mongodb), ("smtp", smtp_host))
         if not given
     ]
-    if missing:
-        up(only=missing, log=log)
-    local = endpoints()
+    local = up(only=missing, log=log) if missing else None
     if smtp_host:
         sink_dir = os.environ.get("SMTP_SINK_DIR")
         if not sink_dir:
@@ -52,10 +50,13 @@ def infra_from_env(log: Log = _quiet) -> Infra:
         smtp_port = int(os.environ.get("SMTP_PORT") or "25")
         mail_dir = Path(sink_dir)
     else:
+        assert local is not None
         smtp_host, smtp_port, mail_dir = local.smtp_host, local.smtp_port, local.mail_dir
+    kafka = kafka or (local.kafka_bootstrap if local else "")
+    mongodb = mongodb or (local.mongodb_uri if local else "")
     return Infra(
-        kafka_bootstrap=kafka or local.kafka_bootstrap,
-        mongodb_uri=mongodb or local.mongodb_uri,
+        kafka_bootstrap=kafka,
+        mongodb_uri=mongodb,
         smtp_host=smtp_host,
         smtp_port=smtp_port,
         mail_dir=mail_dir,
