@@ -30,6 +30,9 @@ Handler = Callable[[Event, Record], Awaitable[None]]
 
 # How long a failing handler waits before it tries the same event again, at most.
 MAX_HANDLER_BACKOFF_S = 30.0
+# How long a stopping loop (or a partition moving away) lets events in hand finish. What is
+# still running then is cancelled, uncommitted, and handled again by whoever consumes next.
+DRAIN_TIMEOUT_S = 10.0
 
 
 class PermanentError(Exception):
@@ -219,8 +222,12 @@ class EventLoop:
             self.offsets[tp].committed = offset
 
     async def drain(self) -> None:
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if not self.tasks:
+            return
+        _, stuck = await asyncio.wait(set(self.tasks), timeout=DRAIN_TIMEOUT_S)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
