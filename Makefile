@@ -8,10 +8,12 @@ export UV_PYTHON_DOWNLOADS := never
 # `uv` on PATH, else the one `make install` puts in the user site (`pip install --user uv`).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help install infra infra-down infra-status services up lint test
+.PHONY: help install infra infra-down infra-status services up down status lint test
 
 help:
-	@echo "make up            start the platform locally (for now: Kafka, FerretDB, SMTP sink)"
+	@echo "make up            start the whole platform locally: infrastructure, four services, demo app"
+	@echo "make down          stop the platform and the infrastructure (data is kept in .local/)"
+	@echo "make status        show what runs where"
 	@echo "make test          install what is missing, lint, start the infrastructure, run all tests"
 	@echo "make infra         start Kafka, FerretDB and the SMTP sink (idempotent)"
 	@echo "make infra-down    stop them (data is kept in .local/)"
@@ -35,16 +37,19 @@ infra-down:
 infra-status:
 	@$(UV) run jobplane-local status || true
 
-# The four services and the demo app join `make up` here once they exist.
+# The gateway, dispatcher, retry and notifier services and the demo app, as local processes.
 services:
-	@echo "services: nothing to start yet (gateway, dispatcher, retry, notifier and the demo come later)"
+	$(UV) run jobplane-local platform up
 
 up: infra services
-	@echo
+
+down:
+	-$(UV) run jobplane-local platform down
+	$(UV) run jobplane-local down
+
+status:
 	@$(UV) run jobplane-local status || true
-	@echo
-	@echo "Export the client settings with: eval \"\$$(uv run jobplane-local env --export)\""
-	@echo "Mail sent through the SMTP sink lands in .local/smtp/mail/ (one .eml + .json each)."
+	@$(UV) run jobplane-local platform status || true
 
 lint: install
 	$(UV) run ruff check .

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jobplane_local.config import LocalConfig
 from jobplane_local.infra import SERVICE_NAMES, down, endpoints, install, status, up
+from jobplane_local.platform import Platform, platform_guide
 from jobplane_local.processes import LocalInfraError
 
 
@@ -58,6 +59,22 @@ def cmd_env(config: LocalConfig, export: bool) -> int:
     return 0
 
 
+def cmd_platform(config: LocalConfig, action: str) -> int:
+    platform = Platform.load(config)
+    if action == "down":
+        platform.down(_log)
+        return 0
+    if action == "up":
+        api_key = platform.up(_log)
+        print(platform_guide(platform, api_key, endpoints(config).mail_dir))
+        return 0
+    for s in platform.status():
+        state = "running" if s.running else "stopped"
+        pid = f"pid {s.pid}" if s.pid else ""
+        print(f"{s.name:<10}{state:<9}{pid:<12}{s.address:<17}log {_rel(s.log_file)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jobplane-local",
@@ -79,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=f"any of {', '.join(SERVICE_NAMES)} (default: all)",
         )
     sub.add_parser("status", help="show each server: running or not, pid, address, data, log")
+    platform = sub.add_parser(
+        "platform", help="the four Jobplane services and the demo app (after `up`)"
+    )
+    platform.add_argument("action", choices=("up", "down", "status"))
     env = sub.add_parser(
         "env", help="print KAFKA_BOOTSTRAP_SERVERS=... lines, for eval or sourcing"
     )
@@ -101,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_down(config, only)
         if args.command == "status":
             return cmd_status(config)
+        if args.command == "platform":
+            return cmd_platform(config, args.action)
         return cmd_env(config, args.export)
     except (LocalInfraError, ValueError) as exc:
         print(f"jobplane-local {args.command}: {exc}", file=sys.stderr)

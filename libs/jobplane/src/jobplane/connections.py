@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,9 +13,12 @@ from pymongo import AsyncMongoClient
 from jobplane.config import CommonSettings
 from jobplane.events import Event
 from jobplane.kafka import EventLoop, Handler, Publisher, make_consumer, make_producer
+from jobplane.logs import fields
 from jobplane.store import Document, JobStore
 from jobplane.store import connect as connect_mongo
 from jobplane.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ async def consume(
     loop = EventLoop(consumer, conns.publisher, expected, handler, concurrency=concurrency)
     consumer.subscribe(topics, listener=loop.rebalance_listener())
     await consumer.start()
+    log.info("consuming", extra=fields(group_id=group_id, topics=topics))
     try:
         await loop.run()
     finally:
