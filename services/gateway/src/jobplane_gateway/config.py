@@ -17,3 +17,6 @@ class Settings(CommonSettings):
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # How long a request waits for Kafka's ack of its event before answering 503 (the
+    # client retries; with an Idempotency-Key the retry returns the same job).
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)

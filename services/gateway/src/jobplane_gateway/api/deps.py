@@ -12,6 +12,7 @@ from jobplane.store import App, JobStore
 from jobplane.topics import Topics
 
 from jobplane_gateway.config import Settings
+from jobplane_gateway.publishing import EventBus
 from jobplane_gateway.security import api_key_matches, app_id_of, is_admin_key
 
 _bearer = HTTPBearer(auto_error=False, description="An app API key or the admin API key")
@@ -52,7 +53,12 @@ def get_topics(conns: ConnsDep) -> Topics:
     return conns.topics
 
 
+def get_bus(conns: ConnsDep, settings: SettingsDep) -> EventBus:
+    return EventBus(conns.publisher, conns.topics, settings.publish_timeout_seconds)
+
+
 StoreDep = Annotated[JobStore, Depends(get_store)]
+BusDep = Annotated[EventBus, Depends(get_bus)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 TopicsDep = Annotated[Topics, Depends(get_topics)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

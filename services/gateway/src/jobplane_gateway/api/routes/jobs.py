@@ -14,13 +14,11 @@ from jobplane.store import NewJob
 
 from jobplane_gateway.api.deps import (
     AppDep,
-    PublisherDep,
+    BusDep,
     SettingsDep,
     StoreDep,
-    TopicsDep,
     TraceIdDep,
 )
-from jobplane_gateway.publishing import publish_or_503
 from jobplane_gateway.schemas import JOB_ID_PATTERN, JobAccepted, JobOut, JobSubmit
 
 log = logging.getLogger(__name__)
@@ -48,8 +46,7 @@ async def submit_job(
     body: JobSubmit,
     app: AppDep,
     store: StoreDep,
-    publisher: PublisherDep,
-    topics: TopicsDep,
+    bus: BusDep,
     settings: SettingsDep,
     trace_id: TraceIdDep,
     request: Request,
@@ -59,7 +56,7 @@ async def submit_job(
     """Accept a job: it is stored, then announced on ``job.requested`` before the answer."""
     if await store.get_user(app.app_id, body.user_id) is None:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=(
                 f"user '{body.user_id}' is not registered: register it with "
                 f"PUT /v1/users/{body.user_id} first"
@@ -92,7 +89,7 @@ async def submit_job(
         # A replayed request re-announces a job nobody has picked up yet: the first request
         # may have failed between the store write and Kafka's ack. Duplicates are harmless.
         if created or (job.status is JobStatus.QUEUED and job.attempt == 1):
-            await publish_or_503(publisher, topics.requested, _requested(job))
+            await bus.publish(bus.topics.requested, _requested(job))
         log.info(
             "job accepted" if created else "job re-requested",
             extra=fields(app_id=app.app_id, job_type=job.job_type, status=job.status.value),

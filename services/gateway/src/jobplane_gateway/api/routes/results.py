@@ -12,15 +12,13 @@ import logging
 from fastapi import APIRouter, HTTPException, Request, status
 from jobplane.events import Failure, FailureKind, JobCompleted, JobFailed
 from jobplane.jobs import OPEN_STATUSES, Job, JobStatus
-from jobplane.kafka import Publisher
 from jobplane.logs import bind, fields
 from jobplane.security import secret_matches
 from jobplane.store import JobStore
-from jobplane.topics import Topics
 
-from jobplane_gateway.api.deps import CallbackTokenDep, PublisherDep, StoreDep, TopicsDep
+from jobplane_gateway.api.deps import BusDep, CallbackTokenDep, StoreDep
 from jobplane_gateway.api.routes.jobs import JobIdPath
-from jobplane_gateway.publishing import publish_or_503
+from jobplane_gateway.publishing import EventBus
 from jobplane_gateway.schemas import ResultIn, ResultRecorded
 
 log = logging.getLogger(__name__)
@@ -36,8 +34,7 @@ async def report_result(
     body: ResultIn,
     token: CallbackTokenDep,
     store: StoreDep,
-    publisher: PublisherDep,
-    topics: TopicsDep,
+    bus: BusDep,
     request: Request,
 ) -> ResultRecorded:
     """Record an attempt's outcome as the app backend reports it."""
@@ -58,9 +55,9 @@ async def report_result(
     trace_id: str = request.state.trace_id
     with bind(trace_id=trace_id, job_id=job_id):
         if body.status == "succeeded":
-            outcome = await _succeeded(store, publisher, topics, job, body, trace_id)
+            outcome = await _succeeded(store, bus, job, body, trace_id)
         else:
-            outcome = await _failed(publisher, topics, job, body, trace_id)
+            outcome = await _failed(bus, job, body, trace_id)
         log.info(
             "callback",
             extra=fields(
@@ -75,8 +72,7 @@ async def report_result(
 
 async def _succeeded(
     store: JobStore,
-    publisher: Publisher,
-    topics: Topics,
+    bus: EventBus,
     job: Job,
     body: ResultIn,
     trace_id: str,
@@ -84,21 +80,19 @@ async def _succeeded(
     result_text = json.dumps(body.result, ensure_ascii=False, separators=(",", ":"))
     completed = await store.complete(job.job_id, body.attempt, result_text)
     if completed is not None:
-        await publish_or_503(publisher, topics.completed, _completed(completed, trace_id))
+        await bus.publish(bus.topics.completed, _completed(completed, trace_id))
         return ResultRecorded(recorded=True, detail="result recorded: the job succeeded")
     current = await store.get_job(job.job_id)
     assert current is not None  # jobs are never deleted
     if current.status is JobStatus.SUCCEEDED and current.attempt == body.attempt:
         # A replay (perhaps our answer to the first call was lost after the store write but
         # before Kafka's ack): announce the completion again, downstream is idempotent.
-        await publish_or_503(publisher, topics.completed, _completed(current, trace_id))
+        await bus.publish(bus.topics.completed, _completed(current, trace_id))
         return ResultRecorded(recorded=False, detail="already recorded: the job succeeded")
     return ResultRecorded(recorded=False, detail=_why_unchanged(current, body.attempt))
 
 
-async def _failed(
-    publisher: Publisher, topics: Topics, job: Job, body: ResultIn, trace_id: str
-) -> ResultRecorded:
+async def _failed(bus: EventBus, job: Job, body: ResultIn, trace_id: str) -> ResultRecorded:
     if job.status not in OPEN_STATUSES or job.attempt != body.attempt:
         return ResultRecorded(recorded=False, detail=_why_unchanged(job, body.attempt))
     error = body.error
@@ -108,9 +102,8 @@ async def _failed(
         retryable=error.retryable if error else True,
     )
     # The status stays as it is: the retry service's guarded transition decides.
-    await publish_or_503(
-        publisher,
-        topics.failed,
+    await bus.publish(
+        bus.topics.failed,
         JobFailed(
             job_id=job.job_id,
             app_id=job.app_id,

@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+
+import httpx
+from jobplane.events import Failure, FailureKind, JobRequested
+from jobplane.jobs import JobStatus
+from jobplane.kafka import Publisher, make_producer
+from jobplane.store import utcnow
+from jobplane_gateway.main import create_app
+
+from ...harness import BASE_URL, Gateway
+
+
+async def test_submit_stores_the_job_and_announces_it_on_kafka(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    payload = {"photo": "p1.jpg", "sizes": [64, 128], "label": "写真"}
+
+    response = await gateway.submit(
+        app,
+        user_id,
+        payload=payload,
+        timeout_seconds=90,
+        headers={"X-Trace-Id": "trace-submit-1"},
+    )
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    job_id = body["job_id"]
+    assert body == {
+        "job_id": job_id,
+        "status": "queued",
+        "status_url": f"{BASE_URL}/v1/jobs/{job_id}",
+    }
+    assert response.headers["x-trace-id"] == "trace-submit-1"
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert (job.app_id, job.user_id, job.job_type) == (app.app_id, user_id, "thumbnail")
+    assert (job.status, job.attempt, job.timeout_seconds) == (JobStatus.QUEUED, 1, 90)
+    assert json.loads(job.payload) == payload
+    assert job.trace_id == "trace-submit-1"
+
+    [event] = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, job_id)
+    assert (event.app_id, event.user_id, event.attempt) == (app.app_id, user_id, 1)
+    assert event.job_type == "thumbnail"
+    assert event.payload == job.payload
+    assert json.loads(event.payload) == payload
+    assert event.timeout_seconds == 90
+    assert event.trace_id == "trace-submit-1"
+
+
+async def test_submit_without_a_trace_id_gets_a_new_one(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    response = await gateway.submit(app, user_id)
+    trace_id = response.headers["x-trace-id"]
+    assert len(trace_id) >= 16
+    [event] = await gateway.wait_events(
+        gateway.conns.topics.requested, JobRequested, response.json()["job_id"]
+    )
+    assert event.trace_id == trace_id
+    assert event.timeout_seconds is None  # the app's default applies
+
+
+async def test_a_user_must_be_registered_first(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    response = await gateway.submit(app, "ghost")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "user 'ghost' is not registered: register it with PUT /v1/users/ghost first"
+    }
+    assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 0
+
+
+async def test_a_user_of_another_app_does_not_count(gateway: Gateway) -> None:
+    one = await gateway.register_app()
+    other = await gateway.register_app()
+    user_id = await gateway.register_user(one)
+    response = await gateway.submit(other, user_id)
+    assert response.status_code == 422
+
+
+async def test_idempotent_submit_returns_the_same_job(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    key = {"Idempotency-Key": "order-42"}
+
+    first = await gateway.submit(app, user_id, headers=key)
+    again = await gateway.submit(app, user_id, headers=key)
+
+    assert first.status_code == again.status_code == 202
+    job_id = first.json()["job_id"]
+    assert again.json()["job_id"] == job_id
+    assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 1
+    # Still queued: announced again, in case the first announcement was lost.
+    events = await gateway.wait_events(
+        gateway.conns.topics.requested, JobRequested, job_id, count=2
+    )
+    assert [e.attempt for e in events] == [1, 1]
+
+    # Once dispatched, a replay only answers: the job is under way.
+    await gateway.dispatch(job_id, 1)
+    third = await gateway.submit(app, user_id, headers=key)
+    assert third.status_code == 202
+    assert third.json()["job_id"] == job_id
+    assert third.json()["status"] == "running"
+    assert len(await gateway.events(gateway.conns.topics.requested, JobRequested, job_id)) == 2
+
+    # Another key is another job.
+    other = await gateway.submit(app, user_id, headers={"Idempotency-Key": "order-43"})
+    assert other.json()["job_id"] != job_id
+
+
+async def test_idempotency_keys_are_per_app(gateway: Gateway) -> None:
+    one = await gateway.register_app()
+    other = await gateway.register_app()
+    key = {"Idempotency-Key": "same-key"}
+    first = await gateway.submit(one, await gateway.register_user(one), headers=key)
+    second = await gateway.submit(other, await gateway.register_user(other), headers=key)
+    assert first.json()["job_id"] != second.json()["job_id"]
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_a_conflict(
+    gateway: Gateway,
+) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    key = {"Idempotency-Key": "k-1"}
+    await gateway.submit(app, user_id, payload={"n": 1}, headers=key)
+    response = await gateway.submit(app, user_id, payload={"n": 2}, headers=key)
+    assert response.status_code == 409
+    assert "Idempotency-Key" in response.json()["detail"]
+
+
+async def test_submit_answers_503_when_kafka_does_not_ack_and_the_retry_succeeds(
+    gateway: Gateway,
+) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    key = {"Idempotency-Key": "flaky-1"}
+    # The same app over a real producer that can no longer reach Kafka.
+    dead_producer = make_producer(gateway.settings, client_id="gateway-test-dead")
+    await dead_producer.start()
+    await dead_producer.stop()
+    broken = dataclasses.replace(
+        gateway.conns, publisher=Publisher(dead_producer, gateway.conns.topics)
+    )
+    settings = gateway.settings.model_copy(update={"publish_timeout_seconds": 0.5})
+    transport = httpx.ASGITransport(app=create_app(settings, broken))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+        failed = await http.post(
+            "/v1/jobs",
+            json={"user_id": user_id, "job_type": "thumbnail", "payload": {"photo": "p1.jpg"}},
+            headers={**app.headers, **key},
+        )
+
+    assert failed.status_code == 503
+    assert "retry" in failed.json()["detail"]
+    assert failed.headers["retry-after"] == "1"
+    # The job was stored before the publish failed; the retry announces it.
+    retried = await gateway.submit(app, user_id, headers=key)
+    assert retried.status_code == 202
+    job_id = retried.json()["job_id"]
+    assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 1
+    [event] = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, job_id)
+    assert event.job_id == job_id
+
+
+async def test_another_app_cannot_see_the_job(gateway: Gateway) -> None:
+    owner = await gateway.register_app()
+    other = await gateway.register_app()
+    job = await gateway.submitted_job(owner)
+
+    response = await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=other.headers)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"no job '{job.job_id}'"}
+    unknown = await gateway.http.get("/v1/jobs/nope", headers=owner.headers)
+    assert unknown.status_code == 404
+
+
+async def test_status_of_a_new_job(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    job = await gateway.submitted_job(app)
+
+    response = await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {
+        "job_id": job.job_id,
+        "app_id": app.app_id,
+        "user_id": job.user_id,
+        "job_type": "thumbnail",
+        "status": "queued",
+        "attempt": 1,
+        "attempts": [],
+        "result": None,
+        "last_error": None,
+        "notified": {"user": False, "user_at": None, "admins": False, "admins_at": None},
+        "next_attempt_at": None,
+        "created_at": body["created_at"],
+        "updated_at": body["updated_at"],
+    }
+    assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
+
+
+async def test_status_shows_attempts_errors_and_notifications(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    job = await gateway.submitted_job(app)
+    store = gateway.conns.store
+    await gateway.dispatch(job.job_id, 1)
+    failure = Failure(
+        kind=FailureKind.HTTP_STATUS,
+        message="backend answered 503",
+        retryable=True,
+        http_status=503,
+    )
+    due = utcnow() + timedelta(minutes=5)
+    assert await store.schedule_retry(job.job_id, 1, failure, due) is not None
+    await gateway.dispatch(job.job_id, 2)
+    assert await store.complete(job.job_id, 2, json.dumps({"thumb": "t.jpg"})) is not None
+    await store.mark_notified(job.job_id, user=True, admins=False)
+
+    body = (await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)).json()
+
+    assert body["status"] == "succeeded"
+    assert body["attempt"] == 2
+    assert body["result"] == {"thumb": "t.jpg"}
+    error = {"kind": "http_status", "message": "backend answered 503", "retryable": True}
+    assert body["last_error"] == {**error, "http_status": 503}
+    first, second = body["attempts"]
+    assert set(first) == {"attempt", "dispatched_at", "accepted_at", "ended_at", "error"}
+    assert first["attempt"] == 1
+    assert first["error"] == {**error, "http_status": 503}
+    assert first["dispatched_at"] and first["accepted_at"] and first["ended_at"]
+    assert second["attempt"] == 2
+    assert second["error"] is None
+    assert second["ended_at"]
+    assert body["notified"]["user"] is True
+    assert body["notified"]["user_at"]
+    assert body["notified"]["admins"] is False
+    assert "token" not in json.dumps(body)
+
+
+async def test_submit_needs_a_valid_app_key(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    body = {"user_id": user_id, "job_type": "t", "payload": {}}
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {app.app_id}.wrong"},
+        {"Authorization": f"Bearer {app.api_key}x"},
+        {"Authorization": f"Basic {app.api_key}"},
+    ):
+        response = await gateway.http.post("/v1/jobs", json=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert isinstance(response.json()["detail"], str)
+    status = await gateway.http.get("/v1/jobs/anything")
+    assert status.status_code == 401
+    assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 0
+
+
+async def test_bad_submissions_are_4xx_json_saying_what_is_wrong(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    headers = {**app.headers, "Content-Type": "application/json"}
+    bodies = [
+        b'{"user_id": "x", "job_type": ',  # not JSON
+        b"[1, 2]",
+        json.dumps({"user_id": user_id, "job_type": "t", "payload": [1]}).encode(),
+        json.dumps({"user_id": user_id, "job_type": "t"}).encode(),
+        json.dumps({"user_id": user_id, "job_type": "", "payload": {}}).encode(),
+        json.dumps(
+            {"user_id": user_id, "job_type": "t", "payload": {}, "timeout_seconds": 0}
+        ).encode(),
+        json.dumps({"user_id": user_id, "job_type": "t", "payload": {}, "extra": 1}).encode(),
+    ]
+    for content in bodies:
+        response = await gateway.http.post("/v1/jobs", content=content, headers=headers)
+        assert response.status_code == 422, content
+        detail = response.json()["detail"]
+        assert detail, content
+        assert all("msg" in error and "loc" in error for error in detail), content
+    assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 0
