@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from jobplane.store import App
-from jobplane_dispatcher.limits import AppLimits, KeyedLocks
+from jobplane_dispatcher.limits import AppLimits
 
 
 def app(app_id: str, max_concurrency: int) -> App:
@@ -63,19 +63,3 @@ def test_a_changed_limit_takes_effect() -> None:
 
 async def test_a_zero_limit_still_lets_one_call_through() -> None:
     assert await run_calls(AppLimits(), app("a", 0), 3) == 1
-
-
-async def test_keyed_locks_serialise_one_key_and_forget_it_after() -> None:
-    locks = KeyedLocks()
-    order: list[str] = []
-
-    async def work(key: str, name: str, delay: float) -> None:
-        async with locks.hold(key):
-            order.append(f"{name} in")
-            await asyncio.sleep(delay)
-            order.append(f"{name} out")
-
-    await asyncio.gather(work("j1", "a", 0.05), work("j1", "b", 0.0), work("j2", "c", 0.0))
-    assert order.index("a out") < order.index("b in")  # same key: one after the other
-    assert order.index("c out") < order.index("a out")  # other key: not held up
-    assert len(locks) == 0

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobplane.events import Event, Failure, FailureKind, JobCompleted, JobFailed, JobRequested
+from jobplane.jobs import JobStatus
 from jobplane.kafka import PermanentError, Publisher, Record
 from jobplane.logs import bind, fields
 from jobplane.security import hash_secret
@@ -29,7 +30,7 @@ from jobplane.topics import Topics
 
 from jobplane_dispatcher.backend import Accepted, BackendClient, CompletedAtOnce, Failed
 from jobplane_dispatcher.config import Settings
-from jobplane_dispatcher.limits import AppLimits, KeyedLocks
+from jobplane_dispatcher.limits import AppLimits
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,13 @@ class Dispatcher:
         self.topics = topics
         self.backend = backend
         self.limits = limits or AppLimits()
-        self.job_locks = KeyedLocks()
 
     async def handle(self, event: Event, record: Record) -> None:
         """The EventLoop's handler; it has bound the trace id and job id already."""
         if not isinstance(event, JobRequested):
             raise PermanentError(f"expected JobRequested, got {type(event).__name__}")
         with bind(attempt=str(event.attempt)):
-            async with self.job_locks.hold(event.job_id):
-                await self.dispatch(event)
+            await self.dispatch(event)
 
     async def dispatch(self, event: JobRequested) -> None:
         app = await self.store.get_app(event.app_id)
@@ -135,14 +134,7 @@ class Dispatcher:
                 deadline_at=deadline,
             )
             if claimed is None:
-                current = await self.store.get_job(event.job_id)
-                log.info(
-                    "attempt not due (duplicate or stale event); skipped",
-                    extra=fields(
-                        status=current.status.value if current else None,
-                        job_attempt=current.attempt if current else None,
-                    ),
-                )
+                await self._skip(event)
                 return
             body = backend_body(
                 event,
@@ -165,10 +157,33 @@ class Dispatcher:
             assert isinstance(outcome, Failed)
             await self._publish_failure(event, outcome.failure)
 
+    async def _skip(self, event: JobRequested) -> None:
+        """A duplicate or stale event: nothing to dispatch."""
+        current = await self.store.get_job(event.job_id)
+        log.info(
+            "attempt not due (duplicate or stale event); skipped",
+            extra=fields(
+                status=current.status.value if current else None,
+                job_attempt=current.attempt if current else None,
+            ),
+        )
+        if (
+            current is not None
+            and current.status is JobStatus.SUCCEEDED
+            and current.attempt == event.attempt
+            and current.result is not None
+        ):
+            # We may have stopped between storing a result-at-once and announcing it; a second
+            # announcement is harmless (the notifier sends each e-mail once).
+            await self._announce(event, current.result)
+
     async def _complete(self, event: JobRequested, result: str) -> None:
         if await self.store.complete(event.job_id, event.attempt, result) is None:
             log.info("completed at once, but the attempt has moved on already")
             return
+        await self._announce(event, result)
+
+    async def _announce(self, event: JobRequested, result: str) -> None:
         await self.publisher.publish(
             self.topics.completed,
             JobCompleted(

@@ -28,34 +28,3 @@ class AppLimits:
     async def slot(self, app: App) -> AsyncIterator[None]:
         async with self.semaphore(app):
             yield
-
-
-class KeyedLocks:
-    """One lock per key (a job id) while anyone holds or waits for it; forgotten after.
-
-    Duplicates of one job's event arrive on the same partition, so one dispatcher instance
-    handles them; handling them one after the other makes the second see the first's claim.
-    The store's guarded update is the real guard, but FerretDB 1.24 (the local store) does
-    not apply a conditional update atomically when two race, so this keeps one instance from
-    racing itself.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
