@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from jobplane.events import Failure, FailureKind, JobCompleted, JobFailed
+from jobplane.jobs import JobStatus
+from jobplane.store import utcnow
+
+from ...harness import Gateway, RegisteredApp
+
+
+async def callback(
+    gateway: Gateway, job_id: str, token: str, body: Any, **headers: str
+) -> httpx.Response:
+    return await gateway.http.post(
+        f"/v1/jobs/{job_id}/result",
+        json=body,
+        headers={"Authorization": f"Bearer {token}", **headers},
+    )
+
+
+async def running_job(gateway: Gateway) -> tuple[RegisteredApp, str, str]:
+    """A job whose attempt 1 runs at the backend: (app, job id, callback token)."""
+    app = await gateway.register_app()
+    job = await gateway.submitted_job(app)
+    token = await gateway.dispatch(job.job_id, 1)
+    return app, job.job_id, token
+
+
+async def test_success_completes_the_job_and_announces_it(gateway: Gateway) -> None:
+    app, job_id, token = await running_job(gateway)
+    result = {"thumbnails": ["s.jpg", "m.jpg"], "faces": 2}
+
+    response = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": result}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"recorded": True, "detail": "result recorded: the job succeeded"}
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
+    status = (await gateway.http.get(f"/v1/jobs/{job_id}", headers=app.headers)).json()
+    assert status["status"] == "succeeded"
+    assert status["result"] == result
+    [event] = await gateway.wait_events(gateway.conns.topics.completed, JobCompleted, job_id)
+    assert (event.app_id, event.user_id, event.attempt) == (app.app_id, job.user_id, 1)
+    assert event.job_type == "thumbnail"
+    assert json.loads(event.result) == result
+    # Without an X-Trace-Id of its own, the callback joins the job's trace.
+    assert event.trace_id == job.trace_id
+    assert response.headers["x-trace-id"] == job.trace_id
+
+
+async def test_a_result_may_be_any_json_value_and_the_callback_may_come_while_dispatched(
+    gateway: Gateway,
+) -> None:
+    app = await gateway.register_app()
+    job = await gateway.submitted_job(app)
+    token = await gateway.dispatch(job.job_id, 1, running=False)
+
+    response = await callback(
+        gateway,
+        job.job_id,
+        token,
+        {"attempt": 1, "status": "succeeded", "result": [1, "two", None]},
+        **{"X-Trace-Id": "backend-trace"},
+    )
+
+    assert response.json()["recorded"] is True
+    status = (await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)).json()
+    assert status["result"] == [1, "two", None]
+    [event] = await gateway.wait_events(gateway.conns.topics.completed, JobCompleted, job.job_id)
+    assert event.trace_id == "backend-trace"
+
+
+async def test_a_replayed_success_is_not_recorded_again(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    body = {"attempt": 1, "status": "succeeded", "result": {"n": 1}}
+    await callback(gateway, job_id, token, body)
+    before = await gateway.conns.store.get_job(job_id)
+
+    replay = await callback(gateway, job_id, token, {**body, "result": {"n": 2}})
+
+    assert replay.status_code == 200
+    assert replay.json() == {"recorded": False, "detail": "already recorded: the job succeeded"}
+    assert await gateway.conns.store.get_job(job_id) == before
+    # Announced again with the recorded result (the first announcement may have been lost).
+    events = await gateway.wait_events(
+        gateway.conns.topics.completed, JobCompleted, job_id, count=2
+    )
+    assert [json.loads(e.result) for e in events] == [{"n": 1}, {"n": 1}]
+
+
+async def test_a_late_callback_of_an_old_attempt_changes_nothing(gateway: Gateway) -> None:
+    _, job_id, old_token = await running_job(gateway)
+    store = gateway.conns.store
+    failure = Failure(kind=FailureKind.TIMEOUT, message="no result in time", retryable=True)
+    assert await store.schedule_retry(job_id, 1, failure, utcnow() + timedelta(minutes=1))
+    await gateway.dispatch(job_id, 2)
+    before = await store.get_job(job_id)
+
+    success = await callback(gateway, job_id, old_token, {"attempt": 1, "status": "succeeded"})
+    failed = await callback(
+        gateway, job_id, old_token, {"attempt": 1, "status": "failed", "error": {"message": "x"}}
+    )
+
+    for response in (success, failed):
+        assert response.status_code == 200
+        assert response.json() == {
+            "recorded": False,
+            "detail": "changes nothing: attempt 1 is over, the job is at attempt 2 (running)",
+        }
+    assert await store.get_job(job_id) == before
+    assert await gateway.events(gateway.conns.topics.completed, JobCompleted, job_id) == []
+    assert await gateway.events(gateway.conns.topics.failed, JobFailed, job_id) == []
+
+
+async def test_a_callback_needs_the_token_of_its_attempt(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    store = gateway.conns.store
+    failure = Failure(kind=FailureKind.UNREACHABLE, message="refused", retryable=True)
+    assert await store.schedule_retry(job_id, 1, failure, utcnow() + timedelta(minutes=1))
+    token_2 = await gateway.dispatch(job_id, 2)
+    before = await store.get_job(job_id)
+    succeeded: dict[str, Any] = {"status": "succeeded", "result": 1}
+
+    cases = [
+        (f"{token_2}x", {**succeeded, "attempt": 2}),  # wrong token
+        (token, {**succeeded, "attempt": 2}),  # another attempt's token
+        (token_2, {**succeeded, "attempt": 1}),
+        (token_2, {**succeeded, "attempt": 3}),  # no such attempt yet
+    ]
+    for bad_token, body in cases:
+        response = await callback(gateway, job_id, bad_token, body)
+        assert response.status_code == 401, body
+        assert response.json()["detail"] == f"invalid callback token for attempt {body['attempt']}"
+    missing = await gateway.http.post(f"/v1/jobs/{job_id}/result", json={**succeeded, "attempt": 2})
+    assert missing.status_code == 401
+    assert await store.get_job(job_id) == before
+    assert await gateway.events(gateway.conns.topics.completed, JobCompleted, job_id) == []
+
+    ok = await callback(gateway, job_id, token_2, {**succeeded, "attempt": 2})
+    assert ok.json()["recorded"] is True
+
+
+async def test_a_callback_for_an_unknown_job_is_404(gateway: Gateway) -> None:
+    response = await callback(gateway, "no-such-job", "t", {"attempt": 1, "status": "succeeded"})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no job 'no-such-job'"}
+
+
+async def test_a_reported_failure_goes_to_the_retry_service(gateway: Gateway) -> None:
+    app, job_id, token = await running_job(gateway)
+
+    response = await callback(
+        gateway,
+        job_id,
+        token,
+        {
+            "attempt": 1,
+            "status": "failed",
+            "error": {"message": "corrupt image", "retryable": False},
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.json()["recorded"] is True
+    [event] = await gateway.wait_events(gateway.conns.topics.failed, JobFailed, job_id)
+    assert event.failure == Failure(
+        kind=FailureKind.REPORTED, message="corrupt image", retryable=False
+    )
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert (event.app_id, event.user_id, event.attempt) == (app.app_id, job.user_id, 1)
+    assert (event.job_type, event.payload, event.timeout_seconds) == (
+        job.job_type,
+        job.payload,
+        job.timeout_seconds,
+    )
+    assert event.trace_id == job.trace_id
+    # The retry service decides: the gateway leaves the status alone.
+    assert (job.status, job.attempt) == (JobStatus.RUNNING, 1)
+
+
+async def test_a_reported_failure_is_retryable_unless_said_otherwise(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "busy"}}
+    )
+    _, other_id, other_token = await running_job(gateway)
+    await callback(gateway, other_id, other_token, {"attempt": 1, "status": "failed"})
+
+    [event] = await gateway.wait_events(gateway.conns.topics.failed, JobFailed, job_id)
+    [bare] = await gateway.wait_events(gateway.conns.topics.failed, JobFailed, other_id)
+    assert (event.failure.message, event.failure.retryable) == ("busy", True)
+    assert bare.failure.retryable is True
+    assert bare.failure.kind is FailureKind.REPORTED
+    assert bare.failure.message
+
+
+async def test_a_failure_after_success_changes_nothing(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    await callback(gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": "ok"})
+
+    response = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "late"}}
+    )
+
+    assert response.json() == {
+        "recorded": False,
+        "detail": "changes nothing: the job is succeeded already",
+    }
+    assert await gateway.events(gateway.conns.topics.failed, JobFailed, job_id) == []
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert job.status is JobStatus.SUCCEEDED
+
+
+async def test_bad_callback_bodies_are_4xx_json(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    bodies = [
+        b"{not json",
+        b'"succeeded"',
+        json.dumps({"status": "succeeded"}).encode(),
+        json.dumps({"attempt": 0, "status": "succeeded"}).encode(),
+        json.dumps({"attempt": "one", "status": "succeeded"}).encode(),
+        json.dumps({"attempt": 1, "status": "done"}).encode(),
+        json.dumps({"attempt": 1, "status": "failed", "error": {"retryable": False}}).encode(),
+    ]
+    for content in bodies:
+        response = await gateway.http.post(
+            f"/v1/jobs/{job_id}/result", content=content, headers=headers
+        )
+        assert response.status_code == 422, content
+        assert response.json()["detail"], content
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert job.status is JobStatus.RUNNING
