@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from jobplane.events import AttemptRecord, Failure, FailureKind
+from jobplane.events import AttemptRecord, Failure, FailureKind, JobCompleted, JobFailed
 
 
 class JobStatus(StrEnum):
@@ -70,6 +70,32 @@ class Job:
     last_failure: Failure | None = None
     notified_user_at: datetime | None = None
     notified_admins_at: datetime | None = None
+
+    def failed_event(self, failure: Failure, trace_id: str | None = None) -> JobFailed:
+        """The report that the current attempt failed; it carries the request along."""
+        return JobFailed(
+            job_id=self.job_id,
+            app_id=self.app_id,
+            user_id=self.user_id,
+            attempt=self.attempt,
+            trace_id=trace_id or self.trace_id,
+            job_type=self.job_type,
+            payload=self.payload,
+            timeout_seconds=self.timeout_seconds,
+            failure=failure,
+        )
+
+    def completed_event(self, trace_id: str | None = None) -> JobCompleted:
+        """The announcement of a succeeded job's result."""
+        return JobCompleted(
+            job_id=self.job_id,
+            app_id=self.app_id,
+            user_id=self.user_id,
+            attempt=self.attempt,
+            trace_id=trace_id or self.trace_id,
+            job_type=self.job_type,
+            result=self.result if self.result is not None else "null",
+        )
 
     def attempt_info(self, number: int) -> Attempt | None:
         return next((a for a in self.attempts if a.number == number), None)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import datetime
 
-from jobplane.events import Failure, FailureKind, JobFailed
+from jobplane.events import Failure, FailureKind
 from jobplane.jobs import Job
 from jobplane.kafka import Publisher
 from jobplane.logs import bind, fields
@@ -62,18 +62,5 @@ class DeadlineSweeper:
                 retryable=True,
             )
             log.warning("attempt timed out", extra=fields(deadline=deadline))
-            await self.publisher.publish(
-                self.topics.failed,
-                JobFailed(
-                    job_id=job.job_id,
-                    app_id=job.app_id,
-                    user_id=job.user_id,
-                    attempt=job.attempt,
-                    trace_id=job.trace_id,
-                    job_type=job.job_type,
-                    payload=job.payload,
-                    timeout_seconds=job.timeout_seconds,
-                    failure=failure,
-                ),
-            )
+            await self.publisher.publish(self.topics.failed, job.failed_event(failure))
             await self.store.mark_timeout_reported(job.job_id, job.attempt)

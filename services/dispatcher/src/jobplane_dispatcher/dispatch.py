@@ -20,7 +20,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobplane.events import Event, Failure, FailureKind, JobCompleted, JobFailed, JobRequested
+from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested
 from jobplane.jobs import JobStatus
 from jobplane.kafka import PermanentError, Publisher, Record
 from jobplane.logs import bind, fields
@@ -171,31 +171,17 @@ class Dispatcher:
             current is not None
             and current.status is JobStatus.SUCCEEDED
             and current.attempt == event.attempt
-            and current.result is not None
         ):
             # We may have stopped between storing a result-at-once and announcing it; a second
             # announcement is harmless (the notifier sends each e-mail once).
-            await self._announce(event, current.result)
+            await self.publisher.publish(self.topics.completed, current.completed_event())
 
     async def _complete(self, event: JobRequested, result: str) -> None:
-        if await self.store.complete(event.job_id, event.attempt, result) is None:
+        job = await self.store.complete(event.job_id, event.attempt, result)
+        if job is None:
             log.info("completed at once, but the attempt has moved on already")
             return
-        await self._announce(event, result)
-
-    async def _announce(self, event: JobRequested, result: str) -> None:
-        await self.publisher.publish(
-            self.topics.completed,
-            JobCompleted(
-                job_id=event.job_id,
-                app_id=event.app_id,
-                user_id=event.user_id,
-                attempt=event.attempt,
-                trace_id=event.trace_id,
-                job_type=event.job_type,
-                result=result,
-            ),
-        )
+        await self.publisher.publish(self.topics.completed, job.completed_event())
 
     async def _fail(self, event: JobRequested, kind: FailureKind, message: str) -> None:
         await self._publish_failure(event, Failure(kind=kind, message=message, retryable=False))

@@ -10,7 +10,7 @@ import json
 import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
-from jobplane.events import Failure, FailureKind, JobCompleted, JobFailed
+from jobplane.events import Failure, FailureKind
 from jobplane.jobs import OPEN_STATUSES, Job, JobStatus
 from jobplane.logs import bind, fields
 from jobplane.security import secret_matches
@@ -80,14 +80,14 @@ async def _succeeded(
     result_text = json.dumps(body.result, ensure_ascii=False, separators=(",", ":"))
     completed = await store.complete(job.job_id, body.attempt, result_text)
     if completed is not None:
-        await bus.publish(bus.topics.completed, _completed(completed, trace_id))
+        await bus.publish(bus.topics.completed, completed.completed_event(trace_id))
         return ResultRecorded(recorded=True, detail="result recorded: the job succeeded")
     current = await store.get_job(job.job_id)
     assert current is not None  # jobs are never deleted
     if current.status is JobStatus.SUCCEEDED and current.attempt == body.attempt:
         # A replay (perhaps our answer to the first call was lost after the store write but
         # before Kafka's ack): announce the completion again, downstream is idempotent.
-        await bus.publish(bus.topics.completed, _completed(current, trace_id))
+        await bus.publish(bus.topics.completed, current.completed_event(trace_id))
         return ResultRecorded(recorded=False, detail="already recorded: the job succeeded")
     return ResultRecorded(recorded=False, detail=_why_unchanged(current, body.attempt))
 
@@ -102,35 +102,10 @@ async def _failed(bus: EventBus, job: Job, body: ResultIn, trace_id: str) -> Res
         retryable=error.retryable if error else True,
     )
     # The status stays as it is: the retry service's guarded transition decides.
-    await bus.publish(
-        bus.topics.failed,
-        JobFailed(
-            job_id=job.job_id,
-            app_id=job.app_id,
-            user_id=job.user_id,
-            attempt=body.attempt,
-            trace_id=trace_id,
-            job_type=job.job_type,
-            payload=job.payload,
-            timeout_seconds=job.timeout_seconds,
-            failure=failure,
-        ),
-    )
+    await bus.publish(bus.topics.failed, job.failed_event(failure, trace_id))
     return ResultRecorded(
         recorded=True,
         detail="failure recorded: the retry policy decides what follows",
-    )
-
-
-def _completed(job: Job, trace_id: str) -> JobCompleted:
-    return JobCompleted(
-        job_id=job.job_id,
-        app_id=job.app_id,
-        user_id=job.user_id,
-        attempt=job.attempt,
-        trace_id=trace_id,
-        job_type=job.job_type,
-        result=job.result if job.result is not None else "null",
     )
 
 
