@@ -21,7 +21,7 @@ ENV_START_TIMEOUT = "JOBPLANE_START_TIMEOUT"
 ENV_KAFKA_HEAP = "JOBPLANE_KAFKA_HEAP"
 
 
-def _int_env(name: str, default: int) -> int:
+def int_env(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -51,12 +51,12 @@ class LocalConfig:
         mail_dir = os.environ.get(ENV_SMTP_MAIL_DIR)
         return cls(
             local_dir=local_dir,
-            kafka_port=_int_env(ENV_KAFKA_PORT, 9092),
-            kafka_controller_port=_int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
-            ferretdb_port=_int_env(ENV_FERRETDB_PORT, 27017),
-            smtp_port=_int_env(ENV_SMTP_PORT, 1025),
+            kafka_port=int_env(ENV_KAFKA_PORT, 9092),
+            kafka_controller_port=int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
+            ferretdb_port=int_env(ENV_FERRETDB_PORT, 27017),
+            smtp_port=int_env(ENV_SMTP_PORT, 1025),
             mail_dir=Path(mail_dir).resolve() if mail_dir else None,
-            start_timeout=float(_int_env(ENV_START_TIMEOUT, 120)),
+            start_timeout=float(int_env(ENV_START_TIMEOUT, 120)),
             kafka_heap=os.environ.get(ENV_KAFKA_HEAP) or "512m",
         )
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobplane_local.config import LocalConfig
+from jobplane_local.config import LocalConfig, int_env
 from jobplane_local.infra import endpoints
 from jobplane_local.processes import port_open
 from jobplane_local.service import Log, Port, Service, ServiceStatus, inherited_env
 
-GATEWAY_PORT = 8000
-DEMO_PORT = 8001
+# Moved with JOBPLANE_GATEWAY_PORT / JOBPLANE_DEMO_PORT when the defaults are taken.
+GATEWAY_PORT = int_env("JOBPLANE_GATEWAY_PORT", 8000)
+DEMO_PORT = int_env("JOBPLANE_DEMO_PORT", 8001)
 PLATFORM_ADMIN = "admin@jobplane.local"
 DEMO_APP = "demo"
 DEMO_USER = "alice"
