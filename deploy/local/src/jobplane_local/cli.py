@@ -71,7 +71,7 @@ def cmd_platform(config: LocalConfig, action: str) -> int:
     for s in platform.status():
         state = "running" if s.running else "stopped"
         pid = f"pid {s.pid}" if s.pid else ""
-        print(f"{s.name:<10}{state:<9}{pid:<12}{s.address:<17}log {_rel(s.log_file)}")
+        print(f"{s.name:<12}{state:<9}{pid:<12}{s.address:<17}log {_rel(s.log_file)}")
     return 0
 
 
