@@ -9,6 +9,9 @@ Point the tests at other servers with environment variables, per server:
     SMTP_HOST=host SMTP_PORT=1025 SMTP_SINK_DIR=/path/to/mailbox
 
 Only tests that request `infra` (directly or through another fixture) need the servers.
+
+`topics`, `store` and `publisher` are built from a `settings` fixture (a `CommonSettings`),
+which each test directory defines for the service it tests.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from jobplane.config import CommonSettings
+from jobplane.kafka import Publisher, make_producer
+from jobplane.store import JobStore
+from jobplane.store import connect as connect_mongo
+from jobplane.topics import Topics, ensure_topics
 from jobplane_local import LocalInfraError, Mailbox
 from jobplane_local.testing import Infra, infra_from_env
 from pymongo import AsyncMongoClient, MongoClient
@@ -89,3 +97,32 @@ def mongo_db(
 def mailbox(infra: Infra) -> Mailbox:
     """The SMTP sink's mailbox. It is shared by all tests: filter by recipient or subject."""
     return Mailbox(infra.mail_dir)
+
+
+@pytest.fixture
+async def topics(settings: CommonSettings) -> Topics:
+    """The per-test topics of `settings`, created."""
+    return await ensure_topics(settings)
+
+
+@pytest.fixture
+async def store(settings: CommonSettings) -> AsyncIterator[JobStore]:
+    """A job store on the per-test database of `settings`, with its indexes."""
+    client = connect_mongo(settings)
+    try:
+        job_store = JobStore.from_settings(client, settings)
+        await job_store.create_indexes()
+        yield job_store
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def publisher(settings: CommonSettings, topics: Topics) -> AsyncIterator[Publisher]:
+    """A publisher to the per-test topics, over a started producer."""
+    producer = make_producer(settings, "test-producer")
+    await producer.start()
+    try:
+        yield Publisher(producer, topics)
+    finally:
+        await producer.stop()

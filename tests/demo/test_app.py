@@ -14,7 +14,9 @@ from jobplane_demo.app import create_app
 from jobplane_demo.config import DemoSettings
 from PIL import Image
 
-from .conftest import CallbackReceiver, serve_http
+from tests.support import serve_http
+
+from .conftest import CallbackReceiver
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,11 +14,12 @@ from jobplane.events import E, JobRequested
 from jobplane.kafka import make_producer
 from jobplane.logs import TRACE_HEADER, new_trace_id
 from jobplane.store import JobStore
-from jobplane.store import connect as connect_mongo
-from jobplane.topics import Topics, ensure_topics
+from jobplane.topics import Topics
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.main import serve
 from jobplane_local.testing import Infra
+
+from tests.support import read_events, running
 
 from .http_stub import StubBackend, stub_backend
 
@@ -41,41 +41,16 @@ def settings(infra: Infra, topic_prefix: str, mongo_db_name: str, unique_id: str
 
 
 @pytest.fixture
-def topics(settings: Settings) -> Topics:
-    return Topics(settings.topic_prefix)
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[JobStore]:
-    client = connect_mongo(settings)
-    try:
-        job_store = JobStore.from_settings(client, settings)
-        await job_store.create_indexes()
-        yield job_store
-    finally:
-        await client.close()
-
-
-@pytest.fixture
 async def backend() -> AsyncIterator[StubBackend]:
     async with stub_backend() as stub:
         yield stub
 
 
 @pytest.fixture
-async def dispatcher(settings: Settings) -> AsyncIterator[None]:
+async def dispatcher(settings: Settings, topics: Topics) -> AsyncIterator[None]:
     """The dispatcher service running as a task against the per-test topics and database."""
-    await ensure_topics(settings)
-    task = asyncio.create_task(serve(settings))
-    await asyncio.sleep(0)
-    try:
+    async with running(serve(settings)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if not task.cancelled() and task.exception() is not None:  # pragma: no cover
-        raise task.exception()  # type: ignore[misc]
 
 
 class Kafka:
@@ -107,32 +82,9 @@ class Kafka:
         settle: float = 0.0,
     ) -> list[E]:
         """Events of ``topic`` from the start, until ``until`` holds (then ``settle`` s more)."""
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
+        return await read_events(
+            self.settings, topic, cls, until=until, timeout=timeout, settle=settle
         )
-        await consumer.start()
-        events: list[E] = []
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while not until(events):
-                if loop.time() > deadline:
-                    raise AssertionError(f"timed out on {topic}; got {events}")
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    events.extend(codec.decode(r.value or b"", cls) for r in records)
-            end = loop.time() + settle
-            while loop.time() < end:
-                batches = await consumer.getmany(timeout_ms=100)
-                for records in batches.values():
-                    events.extend(codec.decode(r.value or b"", cls) for r in records)
-        finally:
-            await consumer.stop()
-        return events
 
     async def committed_total(self, topic: str) -> int:
         """How many events of ``topic`` the dispatcher's group has committed (all partitions)."""

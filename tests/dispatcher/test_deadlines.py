@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from jobplane.events import FailureKind, JobFailed
 from jobplane.jobs import JobStatus
-from jobplane.kafka import Publisher, make_producer
+from jobplane.kafka import Publisher
 from jobplane.store import JobStore, NewJob
-from jobplane.topics import Topics, ensure_topics
+from jobplane.topics import Topics
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.deadlines import DeadlineSweeper
 from pymongo import AsyncMongoClient
@@ -44,9 +44,8 @@ async def test_a_job_without_a_result_by_its_deadline_fails_once_with_timeout(
 
 
 async def test_sweep_reports_only_overdue_open_attempts(
-    settings: Settings, store: JobStore, kafka: Kafka
+    store: JobStore, publisher: Publisher, topics: Topics, kafka: Kafka
 ) -> None:
-    topics = await ensure_topics(settings)
     now = datetime.now(UTC)
     for job_id, deadline in (
         ("late", now - timedelta(seconds=5)),
@@ -64,14 +63,9 @@ async def test_sweep_reports_only_overdue_open_attempts(
             )
         )
         assert await store.claim_attempt(job_id, 1, callback_token_hash="h", deadline_at=deadline)
-    producer = make_producer(settings, client_id="test-sweeper")
-    await producer.start()
-    try:
-        sweeper = DeadlineSweeper(store, Publisher(producer, topics), topics, 0.1)
-        assert await sweeper.sweep() == 1
-        assert await sweeper.sweep() == 0  # reported already
-    finally:
-        await producer.stop()
+    sweeper = DeadlineSweeper(store, publisher, topics, 0.1)
+    assert await sweeper.sweep() == 1
+    assert await sweeper.sweep() == 0  # reported already
     (failed,) = await kafka.read(
         topics.failed, JobFailed, until=lambda events: len(events) >= 1, settle=0.5
     )

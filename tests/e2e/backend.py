@@ -9,7 +9,6 @@ every scenario: ``{"behaviour": "succeed"}``, ``"fail"`` (always reports a failu
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,13 +86,6 @@ class TestBackend:
                 headers={"Authorization": f"Bearer {body['callback_token']}"},
             )
         self.callback_responses.append({"status": response.status_code, **response.json()})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def serve_in_background(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:

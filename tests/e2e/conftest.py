@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from jobplane.config import CommonSettings
+from jobplane.events import E
 from jobplane.topics import Topics
 from jobplane_dispatcher.config import Settings as DispatcherSettings
 from jobplane_dispatcher.main import serve as serve_dispatcher
@@ -28,8 +30,9 @@ from jobplane_retry.config import Settings as RetrySettings
 from jobplane_retry.main import serve as serve_retry
 from pydantic import SecretStr
 
-from tests.e2e.backend import TestBackend, free_port, serve_in_background
+from tests.e2e.backend import TestBackend, serve_in_background
 from tests.e2e.kafka_io import PARTITIONS
+from tests.support import eventually, free_port, read_events
 
 ADMIN_KEY = "e2e-admin-key"
 PLATFORM_ADMIN = "ops@jobplane.example"
@@ -118,6 +121,13 @@ class Platform:
         await eventually(check, timeout, lambda: f"job {job_id} never got there: {status}")
         return status
 
+    async def events(self, topic: str, cls: type[E], job_id: str) -> list[E]:
+        """Every event of ``job_id`` on ``topic`` so far."""
+        settings = CommonSettings(
+            kafka_bootstrap_servers=self.kafka_bootstrap, topic_partitions=PARTITIONS
+        )
+        return await read_events(settings, topic, cls, key=job_id)
+
     def mails_to(self, address: str) -> list[ReceivedMail]:
         return [m for m in read_mailbox(self.mail_dir) if address in m.rcpt_tos]
 
@@ -129,16 +139,6 @@ class Platform:
 
         await eventually(check, timeout, lambda: f"{address} got {self.mails_to(address)}")
         return self.mails_to(address)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float, describe: Callable[[], str]
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(describe())
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

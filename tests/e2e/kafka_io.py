@@ -7,40 +7,15 @@ import uuid
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import fastavro
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from jobplane import codec
-from jobplane.events import Event
-
-E = TypeVar("E", bound=Event)
+from aiokafka import AIOKafkaProducer
 
 # What the platform fixture creates its topics with.
 PARTITIONS = 3
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-
-
-async def read_events(
-    bootstrap: str, topic: str, cls: type[E], job_id: str, partition_count: int = PARTITIONS
-) -> list[E]:
-    """Every event of ``job_id`` on ``topic`` so far, in offset order per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        found: list[E] = []
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                found += [codec.decode(r.value, cls) for r in records if r.key == job_id.encode()]
-        return found
-    finally:
-        await consumer.stop()
 
 
 def single_object_encode(schema_file: str, record: dict[str, Any]) -> bytes:

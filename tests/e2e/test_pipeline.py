@@ -7,14 +7,9 @@ from typing import Any
 
 from jobplane.events import JobCompleted, JobDead, JobRequested, JobRetryScheduled
 
-from tests.e2e.backend import free_port
 from tests.e2e.conftest import PLATFORM_ADMIN, Platform
-from tests.e2e.kafka_io import (
-    job_requested_record,
-    produce,
-    read_events,
-    single_object_encode,
-)
+from tests.e2e.kafka_io import job_requested_record, produce, single_object_encode
+from tests.support import eventually, free_port
 
 
 def finished(status: dict[str, Any]) -> bool:
@@ -59,13 +54,11 @@ async def test_always_failing_job_dies_after_five_retries(platform: Platform) ->
     calls = platform.backend.calls_for(job_id)
     assert [c.attempt for c in calls] == [1, 2, 3, 4, 5, 6]
     for tier in range(1, 6):
-        [scheduled] = await read_events(
-            platform.kafka_bootstrap, platform.topics.retry(tier), JobRetryScheduled, job_id
-        )
+        [scheduled] = await platform.events(platform.topics.retry(tier), JobRetryScheduled, job_id)
         assert scheduled.retry_number == tier
         # Never early: the next attempt reaches the backend only after the tier's due time.
         assert calls[tier].received_at >= scheduled.due_at
-    [dead] = await read_events(platform.kafka_bootstrap, platform.topics.dead, JobDead, job_id)
+    [dead] = await platform.events(platform.topics.dead, JobDead, job_id)
     assert [a.attempt for a in dead.attempts] == [1, 2, 3, 4, 5, 6]
 
     [user_mail] = await platform.wait_for_mails(email, 1)
@@ -173,15 +166,14 @@ async def test_direct_job_for_unknown_app_goes_dead(platform: Platform) -> None:
     value = single_object_encode("job_requested.avsc", record)
     await produce(platform.kafka_bootstrap, platform.topics.requested, record["job_id"], value)
 
-    async def dead_events() -> list[JobDead]:
-        return await read_events(
-            platform.kafka_bootstrap, platform.topics.dead, JobDead, record["job_id"]
-        )
+    found: list[JobDead] = []
 
-    for _ in range(100):
-        if found := await dead_events():
-            break
-        await asyncio.sleep(0.2)
+    async def gone_dead() -> bool:
+        nonlocal found
+        found = await platform.events(platform.topics.dead, JobDead, record["job_id"])
+        return bool(found)
+
+    await eventually(gone_dead, 20, lambda: f"{record['job_id']} never went dead", 0.2)
     [dead] = found
     assert "no-such-app" in dead.reason
     await _wait_for_alert(platform, PLATFORM_ADMIN, record["job_id"])
@@ -216,19 +208,19 @@ async def test_idempotent_submit_and_replayed_callback(platform: Platform) -> No
     assert status["status"] == "succeeded"
     assert status["result"] == {"thumbnail": f"{first}.png"}
     assert len(platform.mails_to(email)) == 1
-    requested = await read_events(
-        platform.kafka_bootstrap, platform.topics.requested, JobRequested, first
-    )
+    requested = await platform.events(platform.topics.requested, JobRequested, first)
     assert {e.attempt for e in requested} == {1}
-    completed = await read_events(
-        platform.kafka_bootstrap, platform.topics.completed, JobCompleted, first
-    )
+    completed = await platform.events(platform.topics.completed, JobCompleted, first)
     assert completed  # possibly re-published by the replay, but only one e-mail went out
 
 
 async def _wait_for_alert(platform: Platform, admin: str, job_id: str) -> list[Any]:
-    for _ in range(150):
-        if alerts := alerts_about(platform, admin, job_id):
-            return alerts
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no alert about {job_id} for {admin}")
+    alerts: list[Any] = []
+
+    async def alerted() -> bool:
+        nonlocal alerts
+        alerts = alerts_about(platform, admin, job_id)
+        return bool(alerts)
+
+    await eventually(alerted, 30, lambda: f"no alert about {job_id} for {admin}", 0.2)
+    return alerts

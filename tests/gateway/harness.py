@@ -10,8 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from jobplane import codec
 from jobplane.connections import Connections
 from jobplane.events import E
 from jobplane.jobs import Job
@@ -19,6 +17,8 @@ from jobplane.security import hash_secret
 from jobplane.store import utcnow
 from jobplane_gateway.config import Settings
 from jobplane_local.testing import Infra
+
+from tests.support import read_events
 
 ADMIN_KEY = "test-admin-key-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -107,13 +107,7 @@ class Gateway:
 
     async def events(self, topic: str, cls: type[E], job_id: str) -> list[E]:
         """Every event of ``job_id`` on ``topic`` so far."""
-        return await read_events(
-            self.settings.kafka_bootstrap_servers,
-            topic,
-            cls,
-            job_id,
-            partitions=self.settings.topic_partitions,
-        )
+        return await read_events(self.settings, topic, cls, key=job_id)
 
     async def wait_events(
         self, topic: str, cls: type[E], job_id: str, count: int = 1, timeout: float = 15
@@ -127,29 +121,6 @@ class Gateway:
             if len(found) >= count or loop.time() > deadline:
                 return found
             await asyncio.sleep(0.2)
-
-
-async def read_events(
-    bootstrap: str, topic: str, cls: type[E], job_id: str, *, partitions: int
-) -> list[E]:
-    """Every event of ``job_id`` on ``topic`` (which has ``partitions`` partitions) so far."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        found: list[E] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                found += [
-                    codec.decode(r.value or b"", cls) for r in records if r.key == job_id.encode()
-                ]
-        return found
-    finally:
-        await consumer.stop()
 
 
 def make_settings(infra: Infra, topic_prefix: str, mongo_db_name: str, **fields: Any) -> Settings:

@@ -8,14 +8,9 @@ import pytest
 from jobplane_gateway.config import Settings
 from jobplane_gateway.main import create_app, serve
 
+from tests.support import free_port
+
 from .harness import ADMIN
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_serve_answers_over_http_until_cancelled(settings: Settings) -> None:

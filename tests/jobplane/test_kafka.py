@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from jobplane import codec
 from jobplane.config import CommonSettings
@@ -18,27 +17,16 @@ from jobplane.kafka import (
     Publisher,
     Record,
     make_consumer,
-    make_producer,
 )
-from jobplane.topics import Topics, ensure_topics
+from jobplane.topics import Topics
+
+from tests.support import eventually, running
 
 
 def requested(job_id: str) -> JobRequested:
     return JobRequested(
         job_id=job_id, app_id="a", user_id="u", attempt=1, trace_id="t", job_type="x", payload="{}"
     )
-
-
-@pytest.fixture
-async def kafka(infra: Any, topic_prefix: str) -> AsyncIterator[tuple[CommonSettings, Publisher]]:
-    settings = CommonSettings(
-        kafka_bootstrap_servers=infra.kafka_bootstrap, topic_prefix=topic_prefix, topic_partitions=2
-    )
-    topics = await ensure_topics(settings)
-    producer = make_producer(settings, "test")
-    await producer.start()
-    yield settings, Publisher(producer, topics)
-    await producer.stop()
 
 
 @contextlib.asynccontextmanager
@@ -49,13 +37,10 @@ async def running_loop(
     loop = EventLoop(consumer, publisher, lambda _: JobRequested, handler, concurrency=concurrency)
     consumer.subscribe([publisher.topics.requested], listener=loop.rebalance_listener())
     await consumer.start()
-    task = asyncio.create_task(loop.run())
     try:
-        yield consumer
+        async with running(loop.run()):
+            yield consumer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await consumer.stop()
 
 
@@ -66,18 +51,9 @@ async def committed_total(consumer: AIOKafkaConsumer, topic: str) -> int:
     return total
 
 
-async def wait_for(condition: Any, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition never held")
-
-
 async def test_failing_handler_is_retried_and_commits_only_after(
-    kafka: tuple[CommonSettings, Publisher],
+    settings: CommonSettings, publisher: Publisher
 ) -> None:
-    settings, publisher = kafka
     attempts: list[str] = []
 
     async def flaky(event: Event, record: Record) -> None:
@@ -87,15 +63,14 @@ async def test_failing_handler_is_retried_and_commits_only_after(
 
     await publisher.publish(publisher.topics.requested, requested("job-1"))
     async with running_loop(settings, publisher, flaky) as consumer:
-        await wait_for(lambda: committed_total(consumer, publisher.topics.requested))
+        await eventually(lambda: committed_total(consumer, publisher.topics.requested))
         assert attempts == ["job-1"] * 3
         assert await committed_total(consumer, publisher.topics.requested) == 1
 
 
 async def test_many_events_in_flight_and_all_committed(
-    kafka: tuple[CommonSettings, Publisher],
+    settings: CommonSettings, publisher: Publisher
 ) -> None:
-    settings, publisher = kafka
     in_flight = 0
     most = 0
 
@@ -113,14 +88,13 @@ async def test_many_events_in_flight_and_all_committed(
         async def all_committed() -> bool:
             return await committed_total(consumer, publisher.topics.requested) == 20
 
-        await wait_for(all_committed)
+        await eventually(all_committed)
     assert most > 1
 
 
 async def test_undecodable_and_permanent_errors_go_to_job_dead(
-    kafka: tuple[CommonSettings, Publisher],
+    settings: CommonSettings, publisher: Publisher
 ) -> None:
-    settings, publisher = kafka
 
     async def rejecting(event: Event, record: Record) -> None:
         raise PermanentError(f"cannot handle {event.job_id}")
@@ -130,7 +104,7 @@ async def test_undecodable_and_permanent_errors_go_to_job_dead(
     )
     await publisher.publish(publisher.topics.requested, requested("rejected-job"))
     async with running_loop(settings, publisher, rejecting) as consumer:
-        await wait_for(lambda: _eq(committed_total(consumer, publisher.topics.requested), 2))
+        await eventually(lambda: _eq(committed_total(consumer, publisher.topics.requested), 2))
     dead = await _read_all(settings, publisher.topics)
     by_job = {d.job_id: d for d in dead}
     assert by_job["garbage-job"].failure is not None

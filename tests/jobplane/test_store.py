@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from jobplane.config import CommonSettings
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import JobStatus
-from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, connect, utcnow
+from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, utcnow
 
 FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
-
-
-@pytest.fixture
-async def store(infra: Any, mongo_db_name: str) -> AsyncIterator[JobStore]:
-    settings = CommonSettings(mongodb_uri=infra.mongodb_uri, mongodb_database=mongo_db_name)
-    client = connect(settings)
-    job_store = JobStore.from_settings(client, settings)
-    await job_store.create_indexes()
-    yield job_store
-    await client.close()
 
 
 def new_job(job_id: str = "job-1") -> NewJob:

@@ -21,11 +21,7 @@ from jobplane_local.processes import (
 )
 from jobplane_local.smtp import SmtpSink, smtp_answers
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -46,7 +42,7 @@ def test_taken_port_is_reported_with_the_env_var(listening_port: int) -> None:
 
 
 def test_free_port_passes() -> None:
-    ensure_port_free("127.0.0.1", _free_port(), what="x", env_var="X")
+    ensure_port_free("127.0.0.1", free_port(), what="x", env_var="X")
 
 
 def test_service_refuses_a_port_taken_by_someone_else(tmp_path: Path, listening_port: int) -> None:
@@ -84,7 +80,7 @@ def test_pid_files_and_liveness(tmp_path: Path) -> None:
 
 
 def test_smtp_sink_start_reuse_status_stop(tmp_path: Path) -> None:
-    config = LocalConfig(local_dir=tmp_path, smtp_port=_free_port(), start_timeout=30)
+    config = LocalConfig(local_dir=tmp_path, smtp_port=free_port(), start_timeout=30)
     sink = SmtpSink(config)
     pid = sink.start(log=lambda _: None)
     try:

@@ -24,7 +24,9 @@ from jobplane_local.smtp_sink import MailboxHandler
 from jobplane_notifier.config import Settings
 from jobplane_notifier.main import serve
 
-from .conftest import committed, free_port, register, running
+from tests.support import committed, eventually, free_port, running
+
+from .conftest import register
 
 
 async def create_job(store: JobStore, job_id: str, user: User) -> None:
@@ -204,7 +206,7 @@ async def test_smtp_down_commits_nothing_and_mails_exactly_once_when_back(
         assert own_mailbox.read() == []
         assert await store.notifications.count_documents({}) == 0
         # Nothing committed past the event (the loop may commit the position before it).
-        assert (await committed(down, topics.completed)).get(0, 0) == 0
+        assert (await committed(down, down.group_id, topics.completed)).get(0, 0) == 0
 
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
@@ -214,12 +216,11 @@ async def test_smtp_down_commits_nothing_and_mails_exactly_once_when_back(
         )
         try:
             (mail,) = await own_mailbox.wait_for_recipient(user.email, within=40)
-            for _ in range(100):
-                if (await committed(down, topics.completed)).get(0) == 1:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the event was never committed")
+
+            async def event_committed() -> bool:
+                return (await committed(down, down.group_id, topics.completed)).get(0) == 1
+
+            await eventually(event_committed, 10, lambda: "the event was never committed")
             await asyncio.sleep(0.5)
         finally:
             server.close()

@@ -12,7 +12,9 @@ from jobplane.topics import Topics
 from jobplane_retry.config import Settings
 from jobplane_retry.main import serve
 
-from .conftest import job_failed, new_job, of_job, read_events, running
+from tests.support import of_job, read_events, running
+
+from .conftest import job_failed, new_job
 
 
 async def test_failure_schedules_the_next_tier_with_its_due_time(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from jobplane.topics import Topics
 from jobplane_retry.config import Settings
 from jobplane_retry.tiers import TierLoop
 
-from .conftest import committed, of_job, read_events
+from tests.support import committed, eventually, of_job, read_events, running
 
 
 @contextlib.asynccontextmanager
@@ -28,20 +27,16 @@ async def tiers(
     loop = TierLoop(consumer, publisher, topics)
     consumer.subscribe(topics.retries, listener=loop.rebalance_listener())
     await consumer.start()
-    task = asyncio.create_task(loop.run())
     try:
-        expected = len(topics.retries) * settings.topic_partitions
-        for _ in range(300):
-            if len(consumer.assignment()) == expected:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the tier consumer got no assignment")
-        yield consumer
+        async with running(loop.run()):
+            expected = len(topics.retries) * settings.topic_partitions
+
+            async def assigned() -> bool:
+                return len(consumer.assignment()) == expected
+
+            await eventually(assigned, 15, lambda: "the tier consumer got no assignment", 0.05)
+            yield consumer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await consumer.stop()
 
 

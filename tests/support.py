@@ -1,0 +1,150 @@
+"""Helpers shared by the tests: free ports, background tasks, polling and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from jobplane import codec
+from jobplane.config import CommonSettings
+from jobplane.events import E, Event
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app (with its lifespan) by uvicorn on a free port of 127.0.0.1; yields
+    its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                await task
+                raise RuntimeError("the HTTP server stopped at start-up")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``coro`` as a task for the block; cancel it after, re-raising what it raised."""
+    task: asyncio.Task[None] = asyncio.create_task(coro)
+    await asyncio.sleep(0)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(
+    check: Callable[[], Awaitable[object]],
+    timeout: float = 20.0,
+    describe: Callable[[], str] = lambda: "condition never held",
+    interval: float = 0.1,
+) -> None:
+    """Await ``check()`` every ``interval`` s until it is truthy; fail with ``describe()``
+    once ``timeout`` s have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(describe())
+        await asyncio.sleep(interval)
+
+
+def of_job(job_id: str) -> Callable[[Event], bool]:
+    """A ``where`` for `read_events`: the events of ``job_id``."""
+    return lambda event: event.job_id == job_id
+
+
+async def read_events(
+    settings: CommonSettings,
+    topic: str,
+    cls: type[E],
+    *,
+    key: str | None = None,
+    where: Callable[[E], bool] = lambda _: True,
+    until: Callable[[list[E]], bool] | None = None,
+    timeout: float = 30.0,
+    settle: float = 0.0,
+) -> list[E]:
+    """Events of ``topic`` (on the servers of ``settings``, with its partition count) from the
+    start, in offset order per partition: those keyed ``key`` (when given; others are not
+    even decoded) for which ``where`` holds.
+
+    Without ``until``, the events there are now. With it, reads on until ``until(events)``
+    holds (failing after ``timeout`` s), then ``settle`` s more.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+    events: list[E] = []
+
+    async def poll(timeout_ms: int) -> None:
+        batches = await consumer.getmany(timeout_ms=timeout_ms)
+        for records in batches.values():
+            for r in records:
+                if key is not None and r.key != key.encode():
+                    continue
+                event = codec.decode(r.value or b"", cls)
+                if where(event):
+                    events.append(event)
+
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        if until is None:
+            end = await consumer.end_offsets(tps)
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                await poll(500)
+            return events
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not until(events):
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out on {topic}; got {events}")
+            await poll(100)
+        end_at = loop.time() + settle
+        while loop.time() < end_at:
+            await poll(100)
+        return events
+    finally:
+        await consumer.stop()
+
+
+async def committed(settings: CommonSettings, group_id: str, topic: str) -> dict[int, int]:
+    """The committed offset per partition of ``topic`` for ``group_id`` (absent: none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
