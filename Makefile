@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 # `uv` on PATH, else the one `make install` puts in the user site (`pip install --user uv`).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help install infra infra-down infra-status services up down status lint test
+.PHONY: help install infra infra-down infra-status services up down status lint test bench
 
 help:
 	@echo "make up            start the whole platform locally: infrastructure, four services, demo app"
@@ -62,3 +62,9 @@ test: install lint
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(UV) run jobplane-local install kafka; fi
 	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install ferretdb; fi
 	$(UV) run pytest
+
+# Pipeline benchmark: prints figures (never asserts timings). Pass options with ARGS, e.g.
+# `make bench ARGS="--jobs 500 --runs 5"`.
+bench: install
+	$(UV) run jobplane-local up
+	$(UV) run python -m bench.pipeline $(ARGS)

@@ -1,0 +1,1 @@
+"""Benchmarks of the whole Jobplane pipeline against the local infrastructure."""
