@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from jobplane.config import CommonSettings
 from jobplane.kafka import Publisher, make_producer
 from jobplane.store import JobStore
@@ -58,9 +59,19 @@ def unique_id() -> str:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """A per-test prefix for Kafka topic names, e.g. `t1a2b3c4d.`."""
-    return f"t{_short_id()}."
+async def topic_prefix(infra: Infra) -> AsyncIterator[str]:
+    """A per-test prefix for Kafka topic names, e.g. `t1a2b3c4d.`; its topics are deleted
+    after the test, so that a long suite does not pile partitions up in the broker."""
+    prefix = f"t{_short_id()}."
+    yield prefix
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        ours = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
@@ -111,7 +122,7 @@ async def store(settings: CommonSettings) -> AsyncIterator[JobStore]:
     client = connect_mongo(settings)
     try:
         job_store = JobStore.from_settings(client, settings)
-        await job_store.create_indexes()
+        await job_store.prepare()
         yield job_store
     finally:
         await client.close()

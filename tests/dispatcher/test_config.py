@@ -13,7 +13,7 @@ def test_defaults() -> None:
     assert settings.concurrency == 64
     assert settings.connect_timeout_seconds == 5
     assert settings.request_timeout_seconds == 30
-    assert settings.deadline_check_interval_seconds == 1.0
+    assert settings.deadline_check_interval_seconds == 5.0
 
 
 def test_callback_url() -> None:

@@ -42,7 +42,7 @@ class LocalConfig:
     smtp_port: int = 1025
     mail_dir: Path | None = None
     start_timeout: float = 120.0
-    kafka_heap: str = "512m"
+    kafka_heap: str = "1g"
     host: str = HOST
 
     @classmethod
@@ -57,7 +57,7 @@ class LocalConfig:
             smtp_port=int_env(ENV_SMTP_PORT, 1025),
             mail_dir=Path(mail_dir).resolve() if mail_dir else None,
             start_timeout=float(int_env(ENV_START_TIMEOUT, 120)),
-            kafka_heap=os.environ.get(ENV_KAFKA_HEAP) or "512m",
+            kafka_heap=os.environ.get(ENV_KAFKA_HEAP) or "1g",
         )
 
     @property

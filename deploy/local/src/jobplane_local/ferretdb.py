@@ -76,7 +76,10 @@ class FerretDB(Service):
         return [
             str(self.binary),
             f"--listen-addr={self.address}",
-            f"--sqlite-url={self.marker}",
+            # Writers take SQLite's write lock when their transaction begins, so concurrent
+            # writers wait for each other (busy_timeout) instead of failing with SQLITE_BUSY
+            # when a read transaction cannot be upgraded.
+            f"--sqlite-url={self.marker}?_txlock=immediate",
             # FerretDB 1.24 logs a warning for every `endSessions` a driver sends on close.
             "--log-level=error",
         ]

@@ -72,11 +72,21 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
         if marker is not None:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            return marker in cmdline
+            return marker in _cmdline(proc)
     except (OSError, IndexError):
         return marker is None  # no /proc: trust kill(0) unless we needed the command line
     return True
+
+
+def _cmdline(proc: Path) -> str:
+    """The command line of a process. Right after a fork it can read empty for a moment
+    (the exec is still in progress), so an empty one is read again before we believe it."""
+    for _ in range(50):
+        raw = (proc / "cmdline").read_bytes()
+        if raw:
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.01)
+    return ""
 
 
 def running_pid(pid_file: Path, marker: str) -> int | None:

@@ -38,7 +38,7 @@ async def connect(settings: CommonSettings, service: str) -> AsyncIterator[Conne
     mongo = connect_mongo(settings)
     try:
         store = JobStore.from_settings(mongo, settings)
-        await store.create_indexes()
+        await store.prepare()
         producer = make_producer(settings, client_id=service)
         await producer.start()
         try:

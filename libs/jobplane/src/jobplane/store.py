@@ -1,7 +1,8 @@
 """The job store: jobs, apps, users and sent notifications in MongoDB.
 
 Every change of a job's state is guarded by the state it starts from (the attempt number and
-the statuses it may leave), checked and applied while holding the job's lock. A replayed or
+the statuses it may leave): one atomic find-and-modify on MongoDB, the same while holding the
+job's lock on FerretDB (see jobplane.locking). A replayed or
 late event therefore matches nothing and changes nothing: the caller sees ``None`` and knows.
 Only features real MongoDB 7/8 and FerretDB both have are used (no transactions, no
 partial or TTL indexes).
@@ -10,11 +11,12 @@ partial or TTL indexes).
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -92,8 +94,10 @@ class JobStore:
         self.users: AsyncCollection[Document] = database["users"]
         self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
-        # Every change of an existing job goes through its lock: see jobplane.locking.
-        self.job_locks = DocumentLocks(database["job_locks"])
+        # On a server whose single-document updates are not atomic (FerretDB), every change
+        # of an existing job goes through the job's lock: see jobplane.locking. Until
+        # prepare() has asked the server, assume the worst.
+        self.job_locks: DocumentLocks | None = DocumentLocks(database["job_locks"])
 
     @classmethod
     def from_settings(
@@ -101,8 +105,12 @@ class JobStore:
     ) -> JobStore:
         return cls(client[settings.mongodb_database])
 
-    async def create_indexes(self) -> None:
-        """Idempotent: every service calls it at start-up."""
+    async def prepare(self) -> None:
+        """Create the indexes and learn what the server guarantees. Idempotent: every
+        service calls it at start-up."""
+        build = await self.db.client.admin.command("buildInfo")
+        if "ferretdbVersion" not in build:
+            self.job_locks = None  # MongoDB applies a guarded update atomically on its own
         await self.jobs.create_index([("app_id", ASCENDING), ("created_at", ASCENDING)])
         # The dispatcher's deadline sweep looks for open attempts past their deadline.
         await self.jobs.create_index([("status", ASCENDING), ("deadline_at", ASCENDING)])
@@ -315,11 +323,14 @@ class JobStore:
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
         }
-        async with self.job_locks.hold(job_id):
-            if await self.jobs.find_one(guard, projection={"_id": 1}) is None:
-                return None
-            await self.jobs.update_one({"_id": job_id}, update)
-        return await self.get_job(job_id)
+        async with self._locked(job_id):
+            doc = await self.jobs.find_one_and_update(
+                guard, update, return_document=ReturnDocument.AFTER
+            )
+        return Job.from_document(doc) if doc else None
+
+    def _locked(self, job_id: str) -> AbstractAsyncContextManager[None]:
+        return self.job_locks.hold(job_id) if self.job_locks else contextlib.nullcontext()
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -336,7 +347,7 @@ class JobStore:
         return [Job.from_document(doc) async for doc in cursor]
 
     async def mark_timeout_reported(self, job_id: str, attempt: int) -> None:
-        async with self.job_locks.hold(job_id):
+        async with self._locked(job_id):
             await self.jobs.update_one(
                 {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
             )
@@ -370,7 +381,7 @@ class JobStore:
         if admins:
             changes["notified_admins_at"] = now
         if changes:
-            async with self.job_locks.hold(job_id):
+            async with self._locked(job_id):
                 await self.jobs.update_one({"_id": job_id}, {"$set": changes})
 
 

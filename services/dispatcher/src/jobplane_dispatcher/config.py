@@ -15,7 +15,9 @@ class Settings(CommonSettings):
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # How long a backend may take to answer the dispatch POST — not the job's run time.
     request_timeout_seconds: float = Field(default=30.0, gt=0)
-    deadline_check_interval_seconds: float = Field(default=1.0, gt=0)
+    # How often to look for attempts past their deadline. Deadlines are minutes long; each
+    # look is a query over the open jobs, so not more often than needed.
+    deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
 
     def callback_url(self, job_id: str) -> str:
         return f"{self.gateway_public_url.rstrip('/')}/v1/jobs/{job_id}/result"
