@@ -78,8 +78,10 @@ class FerretDB(Service):
             f"--listen-addr={self.address}",
             # Writers take SQLite's write lock when their transaction begins, so concurrent
             # writers wait for each other (busy_timeout) instead of failing with SQLITE_BUSY
-            # when a read transaction cannot be upgraded.
-            f"--sqlite-url={self.marker}?_txlock=immediate",
+            # when a read transaction cannot be upgraded. In WAL mode, synchronous=NORMAL
+            # survives a crash of any process; only an OS crash may lose the last commits,
+            # which a development store can afford for ~30% more writes per second.
+            f"--sqlite-url={self.marker}?_txlock=immediate&_pragma=synchronous(normal)",
             # FerretDB 1.24 logs a warning for every `endSessions` a driver sends on close.
             "--log-level=error",
         ]
