@@ -21,12 +21,18 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
 from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
 from jobplane.locking import DocumentLocks
 
 Document = dict[str, Any]
+
+# The longest a change of an app or a user stays unseen by a service that read it before
+# (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
+APP_CACHE_TTL_SECONDS = 10.0
+USER_CACHE_TTL_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
@@ -94,6 +100,8 @@ class JobStore:
         self.users: AsyncCollection[Document] = database["users"]
         self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
+        self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
+        self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
         # On a server whose single-document updates are not atomic (FerretDB), every change
         # of an existing job goes through the job's lock: see jobplane.locking. Until
         # prepare() has asked the server, assume the worst.
@@ -147,6 +155,14 @@ class JobStore:
         doc = await self.apps.find_one({"_id": app_id})
         return App.from_document(doc) if doc else None
 
+    async def cached_app(self, app_id: str) -> App | None:
+        """The app, possibly as it was up to APP_CACHE_TTL_SECONDS ago."""
+        return await self._app_cache.get(app_id, lambda: self.get_app(app_id))
+
+    async def cached_user(self, app_id: str, user_id: str) -> User | None:
+        """The user, possibly as it was up to USER_CACHE_TTL_SECONDS ago."""
+        return await self._user_cache.get((app_id, user_id), lambda: self.get_user(app_id, user_id))
+
     async def upsert_user(self, user: User) -> bool:
         """Register or update a user of an app; True when the user is new."""
         result = await self.users.update_one(
@@ -157,6 +173,7 @@ class JobStore:
             },
             upsert=True,
         )
+        self._user_cache.invalidate((user.app_id, user.user_id))
         return result.upserted_id is not None
 
     async def get_user(self, app_id: str, user_id: str) -> User | None:
