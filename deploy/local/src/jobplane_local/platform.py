@@ -7,9 +7,13 @@ variables, exactly as it would be deployed alone; logs go to `.local/<service>/<
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,7 +22,7 @@ from typing import Any
 
 from jobplane_local.config import LocalConfig, int_env
 from jobplane_local.infra import endpoints
-from jobplane_local.processes import port_open
+from jobplane_local.processes import pid_alive, port_open
 from jobplane_local.service import Log, Port, Service, ServiceStatus, inherited_env
 
 # Moved with JOBPLANE_GATEWAY_PORT / JOBPLANE_DEMO_PORT when the defaults are taken.
@@ -85,6 +89,32 @@ class PlatformProcess(Service):
             return port_open(self.config.host, self.port)
         # Consumers have no port: they log "consuming" once connected and in their group.
         return self.log_file.exists() and '"msg": "consuming"' in self.log_file.read_text()
+
+    def kill(self, log: Log) -> int | None:
+        """SIGKILL the process group at once, as a crash would: no shutdown hook runs.
+
+        Returns the pid that was killed (None if nothing ran). The next `start` is a fresh
+        process with the same settings, which is how a supervisor restarts a crashed service.
+        """
+        pid = self.pid()
+        if pid is None:
+            log(f"{self.name}: not running, nothing to kill")
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        log(f"{self.name}: killed (SIGKILL, pid {pid})")
+        return pid
+
+
+def _reap(pid: int) -> None:
+    """Collect a killed child of ours, so that it does not stay behind as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 @dataclass(frozen=True)
@@ -235,3 +265,66 @@ Add "fail_times": 2 to the payload to watch two retries (locally due after {LOCA
 {LOCAL_DELAYS[1]} s), "permanent_failure": true for a dead job and the administrators' alert.
 Stop everything with: make down
 """
+
+
+# --- the store server where jobplane-local does not start one yet ----------------------------
+
+SECANTUS_BINARY = (
+    Path.home() / ".cache" / "jobplane" / "secantusd-rs-0.5.3-beta.196" / "bin" / "secantusd-rs"
+)
+
+
+class SecantusStore(Service):
+    """SecantusDB's `secantusd-rs` (a one-node replica set) on a given port, for suites that
+    need a store of their own to stop and start (the fault suite). The binary is the one
+    built once per machine into the user's cache."""
+
+    name = "store"
+    stop_timeout = 20.0
+
+    def __init__(self, config: LocalConfig, port: int, binary: Path = SECANTUS_BINARY) -> None:
+        super().__init__(config)
+        self.port = port
+        self.binary = binary
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.config.host}:{self.port}/"
+
+    @property
+    def marker(self) -> str:
+        return f"--storage-path {self.data_dir}"
+
+    @property
+    def ports(self) -> list[Port]:
+        return [Port(self.port, "the store", "JOBPLANE_STORE_PORT")]
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--host", self.config.host,
+            "--port", str(self.port),
+            "--storage-path", str(self.data_dir),
+            "--cache-size", "256M",
+            "--log-file-max", "32MB",
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return port_open(self.config.host, self.port) and _store_answers(self.uri)
+
+
+def _store_answers(uri: str) -> bool:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()

@@ -1,0 +1,78 @@
+"""Fixtures of the fault suite: its own Kafka, store and SMTP sink (fresh data every session),
+the test backend as a process, and the table printed at the end of the run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fault.checks import HEADER, Outcome
+from tests.fault.processes import BackendProcess, Infra, fault_dir
+
+_outcomes: list[Outcome] = []
+_fuzz_lines: list[str] = []
+_began: list[float] = []
+
+
+@pytest.fixture(scope="session")
+def fault_infra() -> Iterator[Infra]:
+    _began.append(time.monotonic())
+    infra = Infra()
+    infra.stop()  # a server left by an interrupted run
+    for leftover in (
+        infra.config.local_dir / "kafka" / "data",
+        infra.config.local_dir / "store" / "data",
+        infra.config.local_dir / "backend",
+        infra.mail_dir,
+    ):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for scenario_dir in fault_dir().iterdir() if fault_dir().is_dir() else []:
+        if scenario_dir.name != "infra":
+            shutil.rmtree(scenario_dir, ignore_errors=True)
+    infra.start()
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(fault_infra: Infra) -> Iterator[BackendProcess]:
+    directory = fault_infra.config.local_dir / "backend"
+    directory.mkdir(parents=True, exist_ok=True)
+    process = BackendProcess(fault_infra.config, directory / "receipts.jsonl")
+    process.start(lambda _: None)
+    yield process
+    process.stop(lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def fault_report() -> list[Outcome]:
+    return _outcomes
+
+
+@pytest.fixture(scope="session")
+def fuzz_report() -> list[str]:
+    return _fuzz_lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not (_outcomes or _fuzz_lines):
+        return
+    write = terminalreporter.write_line
+    if _outcomes:
+        terminalreporter.section("Jobplane fault suite")
+        write(HEADER)
+        for outcome in _outcomes:
+            write(outcome.row())
+        for outcome in _outcomes:
+            if not outcome.ok or outcome.wrong_outcome:
+                write(f"{outcome.scenario}:")
+                write(outcome.details())
+    if _fuzz_lines:
+        terminalreporter.section("Jobplane gateway fuzz (schemathesis)")
+        for line in _fuzz_lines:
+            write(line)
+    if _began:
+        write(f"fault suite wall time: {time.monotonic() - _began[0]:.0f}s")
