@@ -8,7 +8,9 @@ What it does with a dispatched attempt is set by the job's payload:
 - ``{"mode": "succeed", "reply": "callback"}``: answers ``202``, then posts the result;
 - ``{"mode": "flap", "fail_times": n}``: attempts 1..n report a (retryable) failure, later
   attempts succeed;
-- ``{"mode": "fail"}``: every attempt reports a failure, so the job ends dead.
+- ``{"mode": "fail"}``: every attempt reports a failure, so the job ends dead;
+- ``{"mode": "hold"}``: answers ``202`` and never reports (the attempt stays open, so
+  its callback token can be used by the fuzz test).
 
 Every dispatch it receives is appended to the receipts file as one JSON line (job id,
 attempt, time) before it answers, so the checks can compare when a retry arrived with when
@@ -41,6 +43,7 @@ class Receipt:
     job_id: str
     attempt: int
     at: datetime
+    callback_token: str = ""
 
 
 def read_receipts(path: Path) -> list[Receipt]:
@@ -53,7 +56,14 @@ def read_receipts(path: Path) -> list[Receipt]:
             raw = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a kill -9
-        receipts.append(Receipt(raw["job_id"], raw["attempt"], datetime.fromisoformat(raw["at"])))
+        receipts.append(
+            Receipt(
+                raw["job_id"],
+                raw["attempt"],
+                datetime.fromisoformat(raw["at"]),
+                raw.get("callback_token", ""),
+            )
+        )
     return receipts
 
 
@@ -75,11 +85,18 @@ def create_app(receipts: Path) -> FastAPI:
     @api.post("/jobs")
     async def receive(request: Request) -> JSONResponse:
         body = await request.json()
-        line = {"job_id": body["job_id"], "attempt": body["attempt"], "at": _now()}
+        line = {
+            "job_id": body["job_id"],
+            "attempt": body["attempt"],
+            "at": _now(),
+            "callback_token": body.get("callback_token", ""),
+        }
         os.write(receipts_fd, (json.dumps(line) + "\n").encode())
         payload = body.get("payload") or {}
         if isinstance(payload, str):
             payload = json.loads(payload)
+        if payload.get("mode") == "hold":
+            return JSONResponse({"accepted": True}, status_code=202)
         report = outcome_of(payload, body["attempt"])
         if payload.get("reply") == "inline" and report["status"] == "succeeded":
             return JSONResponse(report, status_code=200)
