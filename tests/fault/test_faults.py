@@ -23,7 +23,15 @@ from jobplane_local.mailbox import ReceivedMail
 from pymongo import AsyncMongoClient
 
 from tests.fault.backend import read_receipts
-from tests.fault.checks import FINISHED, MailReader, Outcome, check, expected_mails, mail_keys
+from tests.fault.checks import (
+    FINISHED,
+    MailKey,
+    MailReader,
+    Outcome,
+    check,
+    expected_mails,
+    mail_keys,
+)
 from tests.fault.processes import RETRY_DELAYS, BackendProcess, Deployment, Infra, log
 from tests.fault.workload import (
     USERS,
@@ -53,7 +61,7 @@ class Fault:
     # kill: kill -9, then restart; stop: stop, then start; flap: kill the backend repeatedly
     action: str
     down_seconds: float
-    # Recovery is the first e-mail after the fault (SMTP outage), else the first job finished.
+    # Recovery is the first e-mail after the fault (notifier, SMTP), else the first job finished.
     recover_by_mail: bool = False
 
 
@@ -61,7 +69,7 @@ FAULTS = [
     Fault("kill-gateway", "gateway", "kill", 2.0),
     Fault("kill-dispatcher", "dispatcher", "kill", 2.0),
     Fault("kill-retry", "retry", "kill", 2.0),
-    Fault("kill-notifier", "notifier", "kill", 2.0),
+    Fault("kill-notifier", "notifier", "kill", 2.0, recover_by_mail=True),
     Fault("kafka-down", "kafka", "stop", 30.0),
     Fault("store-down", "store", "stop", 25.0),
     Fault("smtp-down", "smtp", "stop", 65.0, recover_by_mail=True),
@@ -114,7 +122,7 @@ async def test_fault(
             submitted = await submitting
         log(
             f"{fault.name}: {len(submitted.acknowledged)} acknowledged, {submitted.resent}"
-            f" re-sent, {submitted.given_up} given up; answers {submitted.statuses}"
+            f" re-sent, {submitted.given_up} given up; answers {dict(submitted.answers)}"
         )
         mailbox = MailReader(fault_infra.mail_dir)
         ours = set(recipients) | {a.lower() for a in admins}
@@ -156,7 +164,7 @@ async def settle(
     database: str,
     job_ids: list[str],
     mails: Callable[[], list[ReceivedMail]],
-    owed_mails: Callable[[dict[str, Any]], Any],
+    owed_mails: Callable[[dict[str, Any]], set[MailKey]],
 ) -> dict[str, dict[str, Any]]:
     """Wait until every job is finished and every owed mail received, or SETTLE_BOUND passed,
     or nothing progressed for STALL_BOUND; return the jobs as the store has them then."""
@@ -172,7 +180,7 @@ async def settle(
             docs = {doc["_id"]: doc async for doc in jobs.find({"_id": {"$in": job_ids}})}
             received = {key for mail in mails() for key in mail_keys(mail)}
             finished = sum(1 for doc in docs.values() if doc.get("status") in FINISHED)
-            owed = set().union(*(owed_mails(doc) for doc in docs.values()))
+            owed: set[MailKey] = set().union(*(owed_mails(doc) for doc in docs.values()))
             if finished == len(job_ids) and owed <= received:
                 return docs
             state = (finished, len(received))

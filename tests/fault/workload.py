@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -96,10 +97,10 @@ async def register(http: httpx.AsyncClient, deployment: Deployment) -> str:
 
 @dataclass
 class SubmitStats:
-    acknowledged: dict[str, Acknowledged]
+    acknowledged: dict[str, Acknowledged] = field(default_factory=dict)
     given_up: int = 0
     resent: int = 0
-    statuses: dict[int, int] | None = None
+    answers: Counter[int] = field(default_factory=Counter)  # status code (0: no answer) → count
 
 
 async def submit_all(
@@ -107,19 +108,18 @@ async def submit_all(
 ) -> SubmitStats:
     """Submit `specs` at about `rate` jobs per second; every job is re-sent until acknowledged
     or refused (4xx), for at most SUBMIT_GIVE_UP_SECONDS."""
-    stats = SubmitStats(acknowledged={}, statuses={})
+    stats = SubmitStats()
     slots = asyncio.Semaphore(SUBMIT_CONCURRENCY)
     began = time.monotonic()
 
-    async def one(spec: JobSpec) -> None:
+    async def submit(spec: JobSpec) -> None:
         await asyncio.sleep(max(0.0, began + spec.index / rate - time.monotonic()))
         async with slots:
             give_up = time.monotonic() + SUBMIT_GIVE_UP_SECONDS
             delay = 0.25
             while True:
-                status = await _post_job(http, api_key, scenario, spec)
-                assert stats.statuses is not None
-                stats.statuses[status] = stats.statuses.get(status, 0) + 1
+                status = await _post_job(http, api_key, f"{scenario}-{spec.index}", spec, stats)
+                stats.answers[status] += 1
                 if status == 202:
                     return
                 if 400 <= status < 500 and status not in (408, 429):
@@ -131,27 +131,28 @@ async def submit_all(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 4.0)
 
-    async def _post_job(http: httpx.AsyncClient, api_key: str, scenario: str, spec: JobSpec) -> int:
-        try:
-            response = await http.post(
-                "/v1/jobs",
-                json={
-                    "user_id": spec.user_id,
-                    "job_type": "fault-test",
-                    "payload": spec.payload,
-                    "timeout_seconds": JOB_TIMEOUT_SECONDS,
-                },
-                headers={
-                    "Authorization": f"Bearer {api_key}",
-                    "Idempotency-Key": f"{scenario}-{spec.index}",
-                },
-            )
-        except httpx.HTTPError:
-            return 0  # no answer: connection refused or reset, timeout
-        if response.status_code == 202:
-            job_id = str(response.json()["job_id"])
-            stats.acknowledged[job_id] = Acknowledged(spec, job_id, time.time())
-        return response.status_code
-
-    await asyncio.gather(*(one(spec) for spec in specs))
+    await asyncio.gather(*(submit(spec) for spec in specs))
     return stats
+
+
+async def _post_job(
+    http: httpx.AsyncClient, api_key: str, idempotency_key: str, spec: JobSpec, stats: SubmitStats
+) -> int:
+    """One try; the answer's status code, 0 when there was none (refused, reset, timeout)."""
+    try:
+        response = await http.post(
+            "/v1/jobs",
+            json={
+                "user_id": spec.user_id,
+                "job_type": "fault-test",
+                "payload": spec.payload,
+                "timeout_seconds": JOB_TIMEOUT_SECONDS,
+            },
+            headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": idempotency_key},
+        )
+    except httpx.HTTPError:
+        return 0
+    if response.status_code == 202:
+        job_id = str(response.json()["job_id"])
+        stats.acknowledged[job_id] = Acknowledged(spec, job_id, time.time())
+    return response.status_code
