@@ -121,7 +121,8 @@ class Outcome:
         return (
             f"{self.scenario:<18} {self.jobs:>5} {len(self.lost):>5} {len(self.stuck):>6}"
             f" {len(self.duplicates):>6} {len(self.missing):>8} {len(self.early):>6}"
-            f" {recovery:>9} {len(self.wrong_outcome):>8} {self.mails:>6} {self.seconds:>7.0f}"
+            f" {recovery:>9} {len(self.wrong_outcome):>8} {self.not_acknowledged:>7}"
+            f" {self.mails:>6} {self.seconds:>7.0f}"
         )
 
     def details(self, limit: int = 5) -> str:
@@ -137,7 +138,7 @@ class Outcome:
 
 HEADER = (
     f"{'scenario':<18} {'jobs':>5} {'lost':>5} {'stuck':>6} {'dupl.':>6} {'missing':>8}"
-    f" {'early':>6} {'recov.(s)':>9} {'outcome≠':>8} {'mails':>6} {'time(s)':>7}"
+    f" {'early':>6} {'recov.(s)':>9} {'outcome≠':>8} {'unacked':>7} {'mails':>6} {'time(s)':>7}"
 )
 
 

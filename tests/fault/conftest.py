@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.fault.checks import HEADER, Outcome
-from tests.fault.processes import BackendProcess, Infra, fault_dir
+from tests.fault.processes import BackendProcess, Deployment, Infra, fault_dir
 
 _outcomes: list[Outcome] = []
 _fuzz_lines: list[str] = []
@@ -45,6 +46,24 @@ def backend(fault_infra: Infra) -> Iterator[BackendProcess]:
     process.start(lambda _: None)
     yield process
     process.stop(lambda _: None)
+
+
+@pytest.fixture
+def deploy(fault_infra: Infra, backend: BackendProcess) -> Iterator[Callable[[str], Deployment]]:
+    """Make a scenario's deployment (four services, not started yet); all of them are
+    stopped after the test, however it ended (a timeout included), and whatever a fault
+    stopped is running again for the next one."""
+    made: list[Deployment] = []
+
+    def make(name: str) -> Deployment:
+        made.append(Deployment(f"{name}-{uuid.uuid4().hex[:6]}", fault_infra))
+        return made[-1]
+
+    yield make
+    for deployment in made:
+        deployment.stop()
+    fault_infra.start()
+    backend.start(lambda _: None)
 
 
 @pytest.fixture(scope="session")

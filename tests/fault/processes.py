@@ -24,6 +24,7 @@ from jobplane_local import LocalConfig, down, up
 from jobplane_local.infra import SERVICE_NAMES
 from jobplane_local.paths import default_local_dir, repo_root
 from jobplane_local.platform import PlatformProcess, SecantusStore
+from jobplane_local.processes import port_open
 from jobplane_local.service import Service
 
 KAFKA_PORT = 9200
@@ -196,6 +197,7 @@ class Deployment:
 
     def start(self, *names: str) -> None:
         """Start the services (all four by default) side by side; return once all are ready."""
+        _wait_until_free(GATEWAY_PORT)  # the previous scenario's gateway may still be exiting
         with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
             for started in [pool.submit(self.processes[n].start, _log) for n in names or SERVICES]:
                 started.result()
@@ -209,3 +211,9 @@ class Deployment:
 
 
 log = _log
+
+
+def _wait_until_free(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ FAULT_AT = 5.0
 # arrive (always-failing jobs need ~10 s of retries; an attempt lost to a crash waits for
 # its 10 s deadline), and how long without any progress means the rest is stuck.
 SETTLE_BOUND = 120.0
-STALL_BOUND = 40.0
+STALL_BOUND = 30.0
 # Duplicates may come a little after the last owed mail: look again after this.
 LATE_DUPLICATES_WINDOW = 3.0
 
@@ -102,44 +101,46 @@ def inject(fault: Fault, deployment: Deployment, infra: Infra, backend: BackendP
 @pytest.mark.timeout(480)
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: fault.name)
 async def test_fault(
-    fault: Fault, fault_infra: Infra, backend: BackendProcess, fault_report: list[Outcome]
+    fault: Fault,
+    fault_infra: Infra,
+    backend: BackendProcess,
+    deploy: Callable[[str], Deployment],
+    fault_report: list[Outcome],
 ) -> None:
     began = time.monotonic()
-    deployment = Deployment(f"{fault.name}-{uuid.uuid4().hex[:6]}", fault_infra)
+    deployment = deploy(fault.name)
     await asyncio.to_thread(deployment.start)
     recipients = {user_email(deployment, f"user-{n}"): f"user-{n}" for n in range(USERS)}
     admins = [app_admin_email(deployment), deployment.platform_admin]
     user_emails = {user: email for email, user in recipients.items()}
-    try:
-        async with httpx.AsyncClient(base_url=deployment.gateway_url, timeout=15) as http:
-            api_key = await register(http, deployment)
-            submitting = asyncio.create_task(
-                submit_all(http, api_key, deployment.name, job_mix(JOBS), SUBMIT_RATE)
-            )
-            await asyncio.sleep(FAULT_AT)
-            await asyncio.to_thread(inject, fault, deployment, fault_infra, backend)
-            fault_end = datetime.now(UTC)
-            submitted = await submitting
-        log(
-            f"{fault.name}: {len(submitted.acknowledged)} acknowledged, {submitted.resent}"
-            f" re-sent, {submitted.given_up} given up; answers {dict(submitted.answers)}"
+    async with httpx.AsyncClient(base_url=deployment.gateway_url, timeout=15) as http:
+        api_key = await register(http, deployment)
+        submitting = asyncio.create_task(
+            submit_all(http, api_key, deployment.name, job_mix(JOBS), SUBMIT_RATE)
         )
-        mailbox = MailReader(fault_infra.mail_dir)
-        ours = set(recipients) | {a.lower() for a in admins}
+        await asyncio.sleep(FAULT_AT)
+        await asyncio.to_thread(inject, fault, deployment, fault_infra, backend)
+        fault_end = datetime.now(UTC)
+        submitted = await submitting
+    log(
+        f"{fault.name}: {len(submitted.acknowledged)} acknowledged, {submitted.resent}"
+        f" re-sent, {submitted.given_up} given up; answers {dict(submitted.answers)}"
+    )
+    mailbox = MailReader(fault_infra.mail_dir)
+    ours = set(recipients) | {a.lower() for a in admins}
 
-        def our_mails() -> list[ReceivedMail]:
-            return [m for m in mailbox.mails() if ours & {r.lower() for r in m.rcpt_tos}]
+    def our_mails() -> list[ReceivedMail]:
+        return [m for m in mailbox.mails() if ours & {r.lower() for r in m.rcpt_tos}]
 
-        docs = await settle(
-            fault_infra.mongodb_uri,
-            deployment.database,
-            list(submitted.acknowledged),
-            our_mails,
-            lambda doc: expected_mails(doc, user_emails, admins),
-        )
-        await asyncio.sleep(LATE_DUPLICATES_WINDOW)
-    finally:
-        await asyncio.to_thread(deployment.stop)
+    docs = await settle(
+        fault_infra.mongodb_uri,
+        deployment.database,
+        list(submitted.acknowledged),
+        our_mails,
+        lambda doc: expected_mails(doc, user_emails, admins),
+    )
+    await asyncio.sleep(LATE_DUPLICATES_WINDOW)
+    await asyncio.to_thread(deployment.stop)
     outcome = check(
         fault.name,
         submitted.acknowledged,

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,10 +25,10 @@ from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
 
 from tests.fault.backend import read_receipts
-from tests.fault.processes import ADMIN_KEY, BackendProcess, Deployment, Infra
+from tests.fault.processes import ADMIN_KEY, BackendProcess, Deployment
 from tests.fault.workload import register
 
-MAX_EXAMPLES = 120
+MAX_EXAMPLES = 80
 TIME_BOUND = 150.0
 
 
@@ -95,11 +93,10 @@ class Fuzzer:
 
 
 @pytest.fixture
-def fuzz_deployment(fault_infra: Infra, backend: BackendProcess) -> Iterator[Deployment]:
-    deployment = Deployment(f"fuzz-{uuid.uuid4().hex[:6]}", fault_infra)
+def fuzz_deployment(deploy: Callable[[str], Deployment], backend: BackendProcess) -> Deployment:
+    deployment = deploy("fuzz")
     deployment.start("gateway", "dispatcher")
-    yield deployment
-    deployment.stop()
+    return deployment
 
 
 @pytest.mark.timeout(300)
