@@ -22,5 +22,8 @@ class CommonSettings(BaseSettings):
 
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     mongodb_database: str = "jobplane"
+    # Finished jobs (succeeded or dead) are deleted this many days after they finished, by a
+    # TTL index on `finished_at`; 0 keeps every job forever. Unfinished jobs never expire.
+    job_retention_days: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
