@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobplane_local import LocalConfig, MissingToolError, cli
+from jobplane_local import LocalConfig, LocalInfraError, MissingToolError, cli
 from jobplane_local.processes import pid_alive
 from jobplane_local.store import (
     STORE_VERSION,
@@ -161,3 +161,69 @@ async def test_unique_index_rejects_duplicates(mongo_db: AsyncDatabase[dict[str,
     found = await jobs.find_one({"idempotency_key": "k1"})
     assert found is not None
     assert found["status"] == "queued"
+
+
+def _fake_tools(bin_dir: Path, cargo_script: str) -> None:
+    """A PATH holding a scripted `cargo` and stand-ins for cmake and cc."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("cargo", cargo_script), ("cmake", "exit 0\n"), ("cc", "exit 0\n")):
+        tool = bin_dir / name
+        tool.write_text("#!/bin/sh\n" + text)
+        tool.chmod(0o755)
+
+
+def test_the_build_installs_the_pinned_version_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real build takes minutes: a scripted cargo records how it is called and installs
+    # a binary that answers --version like the real one.
+    calls = tmp_path / "cargo-calls"
+    script = f"""
+echo "$@ CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >> {calls}
+prev=""; for arg in "$@"; do [ "$prev" = --root ] && root="$arg"; prev="$arg"; done
+mkdir -p "$root/bin"
+printf '#!/bin/sh\\necho "secantusd-rs {STORE_VERSION}"\\n' > "$root/bin/secantusd-rs"
+chmod +x "$root/bin/secantusd-rs"
+echo "   Compiling secantus-mdb"
+"""
+    _fake_tools(tmp_path / "bin", script)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    cache = tmp_path / "cache"
+    lines: list[str] = []
+
+    assert install_store(cache, lines.append) == store_binary(cache)
+    assert installed_version(store_binary(cache)) == STORE_VERSION
+    assert any(
+        f"building the local store (secantusd-rs {STORE_VERSION}), first time only" in line
+        for line in lines
+    )
+    call = calls.read_text().splitlines()
+    assert len(call) == 1
+    assert call[0].startswith(
+        f"install --locked --ignore-rust-version --version {STORE_VERSION} --root "
+    )
+    assert f"secantus-mdb CARGO_TARGET_DIR={cache}/build/" in call[0]
+    # Built into a staging root, then moved: nothing half-built is left behind.
+    assert sorted(p.name for p in cache.iterdir()) == [
+        f"secantusd-rs-{STORE_VERSION}",
+        f"secantusd-rs-{STORE_VERSION}.build.log",
+        f"secantusd-rs-{STORE_VERSION}.lock",
+    ]
+    assert (
+        "Compiling secantus-mdb" in (cache / f"secantusd-rs-{STORE_VERSION}.build.log").read_text()
+    )
+
+    # Built once: a second install (another clone, say) reuses it without calling cargo.
+    assert install_store(cache, lines.append) == store_binary(cache)
+    assert len(calls.read_text().splitlines()) == 1
+
+
+def test_a_failed_build_says_why_and_installs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_tools(tmp_path / "bin", 'echo "error: failed to run custom build command"\nexit 101\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    cache = tmp_path / "cache"
+    with pytest.raises(LocalInfraError, match=r"(?s)cargo exit 101.*failed to run custom build"):
+        install_store(cache, _quiet)
+    assert installed_version(store_binary(cache)) is None

@@ -12,6 +12,7 @@ tests; it is never linked into Jobplane nor shipped with it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import shutil
 import subprocess
@@ -162,6 +163,8 @@ def _build(cache_dir: Path, log: Log) -> None:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     shutil.rmtree(cargo_target, ignore_errors=True)
+    with contextlib.suppress(OSError):  # other versions' builds may still be in there
+        cargo_target.parent.rmdir()
     log(f"store: built {store_binary(cache_dir)} in {time.monotonic() - began:.0f}s")
 
 
