@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from jobplane import codec
 from jobplane.events import Failure, FailureKind, JobDead, JobRequested, JobRetryScheduled, utc_now
-from jobplane.kafka import Publisher, make_consumer
+from jobplane.kafka import KafkaError, Publisher, make_consumer
 from jobplane.topics import Topics
 from jobplane_retry.config import Settings
-from jobplane_retry.tiers import TierLoop
+from jobplane_retry.tiers import TierLoop, tier_producer
 
 from tests.support import committed, eventually, of_job, read_events, running
 
@@ -21,23 +20,24 @@ from tests.support import committed, eventually, of_job, read_events, running
 @contextlib.asynccontextmanager
 async def tiers(
     settings: Settings, publisher: Publisher, topics: Topics
-) -> AsyncIterator[AIOKafkaConsumer]:
+) -> AsyncIterator[TierLoop]:
     """The tier loop running, once it owns every partition of every tier topic."""
-    consumer = make_consumer(settings, settings.tiers_group_id)
-    loop = TierLoop(consumer, publisher, topics)
-    consumer.subscribe(topics.retries, listener=loop.rebalance_listener())
-    await consumer.start()
+    producer = tier_producer(settings)
+    await producer.start()
+    loop = TierLoop(make_consumer(settings, settings.tiers_group_id), producer, topics)
     try:
         async with running(loop.run()):
             expected = len(topics.retries) * settings.topic_partitions
 
             async def assigned() -> bool:
-                return len(consumer.assignment()) == expected
+                with contextlib.suppress(KafkaError):
+                    return len(await loop.consumer.assignment()) == expected
+                return False
 
             await eventually(assigned, 15, lambda: "the tier consumer got no assignment", 0.05)
-            yield consumer
+            yield loop
     finally:
-        await consumer.stop()
+        await producer.stop()
 
 
 def scheduled(job_id: str, due_at: datetime, attempt: int = 2) -> JobRetryScheduled:
@@ -134,6 +134,7 @@ async def test_events_of_one_partition_are_held_in_order(
             timeout=10,
             where=lambda e: e.job_id.endswith(unique_id),
         )
+    events.sort(key=lambda e: e.occurred_at)
     assert [e.job_id for e in events] == [f"j{n}-{unique_id}" for n in range(3)]
     for event, due in zip(events, dues, strict=True):
         assert event.occurred_at >= due
