@@ -247,3 +247,62 @@ def test_kafka_and_smtp_errors_classified() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_partition_with_too_many_events_waiting_is_paused_until_they_are_done(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """Memory stays bounded during an outage: once 2 events of a partition wait to be
+    retried, nothing more of it is fetched; when they are done it is resumed."""
+    settings = settings.model_copy(update={"handler_max_waiting_per_partition": 2})
+    handled: list[str] = []
+    store_up = False
+
+    async def handler(event: Event, record: Record) -> None:
+        if event.job_id.startswith("waits") and not store_up:
+            raise ServerSelectionTimeoutError("no primary")
+        handled.append(event.job_id)
+
+    await _one_partition(settings, publisher, "waits-1", "waits-2")
+    async with running_loop(settings, publisher, handler, concurrency=4) as loop:
+
+        async def paused() -> bool:
+            return any(offsets.paused for offsets in loop.offsets.values())
+
+        await eventually(paused, 20, lambda: "the partition was not paused")
+        await _one_partition(settings, publisher, "behind")
+        await asyncio.sleep(1.5)
+        assert handled == []  # not even fetched: the partition is paused
+        store_up = True
+        await eventually(lambda: _true("behind" in handled), 40, lambda: str(handled))
+        await wait_committed(settings, publisher.topics.requested, 3)
+    assert sorted(handled) == ["behind", "waits-1", "waits-2"]
+
+
+async def test_partitions_moving_to_a_new_member_are_drained_and_committed_first(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """A second instance joins while the first handles slow events: the first finishes the
+    events of the partitions it gives up and commits them, so none is handled twice."""
+    handled: list[str] = []
+
+    async def slow(event: Event, record: Record) -> None:
+        await asyncio.sleep(5.0)  # longer than a heartbeat: the rebalance finds them in hand
+        handled.append(event.job_id)
+
+    topic = publisher.topics.requested
+    await asyncio.gather(*[await publisher.send(topic, requested(f"j-{i}")) for i in range(16)])
+    async with running_loop(settings, publisher, slow, concurrency=16) as first:
+
+        async def started() -> bool:
+            return len(first.tasks) == 16
+
+        await eventually(started, 20, lambda: "the first instance took nothing")
+        async with running_loop(settings, publisher, slow, concurrency=16) as second:
+
+            async def moved() -> bool:
+                return bool(await second.consumer.assignment())
+
+            await eventually(moved, 30, lambda: "no partition moved to the second instance")
+            await wait_committed(settings, topic, 16)
+    assert sorted(handled) == sorted(f"j-{i}" for i in range(16))  # each once
