@@ -16,7 +16,7 @@ from jobplane.events import Failure, FailureKind, JobDead, JobRequested, JobRetr
 from jobplane.kafka import KafkaError, Publisher, make_consumer
 from jobplane.topics import Topics
 from jobplane_retry.config import Settings
-from jobplane_retry.tiers import TierLoop, tier_producer
+from jobplane_retry.tiers import TierLoop, decode_done, encode_done, tier_producer
 
 from tests.support import committed, eventually, of_job, read_events, running
 
@@ -231,3 +231,44 @@ async def arrival_times(
     finally:
         consumer.close()
     return arrivals
+
+
+async def test_a_new_owner_holds_what_is_not_due_and_requests_nothing_twice(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    """On one partition: an event due in a minute, then two due now. The first instance
+    requests the two; its committed offset stays at the held one. A second instance (after
+    a restart) holds that one again and does not request the two again."""
+    topic = topics.retry(2)
+    later, now_1, now_2 = (f"{name}-{unique_id}" for name in ("later", "now-1", "now-2"))
+    async with tiers(settings, publisher, topics):
+        await produce(publisher, topic, scheduled(later, utc_now() + timedelta(minutes=1)), 0)
+        await produce(publisher, topic, scheduled(now_1, utc_now()), 0)
+        await produce(publisher, topic, scheduled(now_2, utc_now()), 0)
+        await read_events(
+            settings,
+            topics.requested,
+            JobRequested,
+            until=lambda found: len(found) >= 2,
+            where=lambda e: e.job_id in {now_1, now_2},
+        )
+    assert (await committed(settings, settings.tiers_group_id, topic)).get(0) == 0
+    async with tiers(settings, publisher, topics) as second:
+
+        async def took_the_held_one() -> bool:
+            return any(p.held for p in second.partitions.values())
+
+        await eventually(took_the_held_one, 20, lambda: "the held event was not read again")
+        await asyncio.sleep(1.0)
+    requested = await read_events(
+        settings, topics.requested, JobRequested, where=lambda e: e.job_id.endswith(unique_id)
+    )
+    assert sorted(e.job_id for e in requested) == sorted([now_1, now_2])  # once each
+
+
+def test_done_offsets_round_trip_as_ranges() -> None:
+    offsets = {3, 4, 5, 9, 11, 12}
+    assert encode_done(offsets) == "done:3-5,9,11-12"
+    assert decode_done(encode_done(offsets)) == offsets
+    assert decode_done("") == set()
+    assert len(encode_done(range(0, 100_000, 2))) <= 3000  # what does not fit is left out

@@ -364,6 +364,19 @@ def commit_now(
             raise KafkaException(tp.error)
 
 
+def committed_metadata(
+    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, tuple[int, str]]:
+    """The group's committed offset and its metadata per partition (none: absent); on the
+    consumer's thread, e.g. in a rebalance callback."""
+    found = consumer.committed(_native(partitions), 30)
+    return {
+        TopicPartition(tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+        for tp in found
+        if tp.offset >= 0
+    }
+
+
 def _commit_failed(error: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
     """librdkafka's report of an asynchronous commit (on the consumer's thread)."""
     failed = [tp for tp in partitions if tp.error is not None]
@@ -410,12 +423,13 @@ class TransactionalProducer:
     async def commit(
         self,
         messages: Sequence[OutMessage],
-        offsets: dict[TopicPartition, int],
+        offsets: dict[TopicPartition, tuple[int, str]],
         group_metadata: Any,
     ) -> None:
-        """Produce ``messages`` and commit ``offsets`` for the consumer group of
-        ``group_metadata``, atomically. Raises KafkaException if the transaction did not
-        commit (it was aborted: nothing of it is visible to read_committed consumers)."""
+        """Produce ``messages`` and commit ``offsets`` (offset and metadata per partition)
+        for the consumer group of ``group_metadata``, atomically. Raises KafkaException if
+        the transaction did not commit (it was aborted: read_committed consumers see none
+        of it)."""
         await asyncio.get_running_loop().run_in_executor(
             self._thread, self._transact, messages, offsets, group_metadata
         )
@@ -423,7 +437,7 @@ class TransactionalProducer:
     def _transact(
         self,
         messages: Sequence[OutMessage],
-        offsets: dict[TopicPartition, int],
+        offsets: dict[TopicPartition, tuple[int, str]],
         group_metadata: Any,
     ) -> None:
         if self._producer is None:
@@ -442,8 +456,8 @@ class TransactionalProducer:
             if offsets:
                 producer.send_offsets_to_transaction(
                     [
-                        confluent_kafka.TopicPartition(tp.topic, tp.partition, offset)
-                        for tp, offset in offsets.items()
+                        confluent_kafka.TopicPartition(tp.topic, tp.partition, offset, metadata)
+                        for tp, (offset, metadata) in offsets.items()
                     ],
                     group_metadata,
                     self.timeout_s,

@@ -12,10 +12,10 @@ Due events are published in batches, each one Kafka transaction (consume-transfo
 the ``job.requested`` events (and ``job.dead`` for undecodable ones) plus the consumer
 group's offsets, committed with ``send_offsets_to_transaction``. A crash, or a partition
 moving to another instance, leaves either both or neither, so a retry is requested once.
-The committed offset of a partition is its first event still held: after a restart the
-events from there are held again (those requested already are not requested twice, the
-transaction moved the offset past every one of them only when they form a prefix; the
-others are requested again, and the dispatcher's guard makes that harmless).
+The committed offset of a partition is its first event still held, and its metadata lists
+the later events requested already (events leave by due time, not offset order): after a
+restart or a rebalance the new owner holds the events from the committed offset again and
+skips those listed, so each retry is requested once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,7 +40,7 @@ from jobplane.kafka import (
     make_consumer,
     producer_config,
 )
-from jobplane.kafka_client import OutMessage, TransactionalProducer
+from jobplane.kafka_client import OutMessage, TransactionalProducer, committed_metadata
 from jobplane.logs import TRACE_HEADER, bind, fields
 from jobplane.topics import Topics
 
@@ -59,13 +59,64 @@ MAX_FETCH = 500
 class _Partition:
     held: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
     in_flight: set[int] = field(default_factory=set)  # held or due, not yet committed
+    # Offsets at or above the commit point already requested in a committed transaction:
+    # kept in the committed offset's metadata, so that a new owner does not request them
+    # again (events of one partition are released out of offset order, by due time).
+    done: set[int] = field(default_factory=set)
     next_offset: int = -1
     committed: int = -1
     paused: bool = False
 
-    def commit_point(self, done: set[int]) -> int:
-        left = self.in_flight - done
+    def commit_point(self, finishing: set[int]) -> int:
+        left = self.in_flight - finishing
         return min(left) if left else self.next_offset
+
+    def commit(self, finishing: set[int]) -> tuple[int, str]:
+        """Offset and metadata to commit once ``finishing`` is done too."""
+        point = self.commit_point(finishing)
+        return point, encode_done(o for o in self.done | finishing if o >= point)
+
+
+# Kafka keeps at most 4096 bytes of metadata per committed offset (offset.metadata.max.bytes);
+# offsets that do not fit are left out, and requested again by a new owner (harmless).
+_MAX_METADATA = 3000
+
+
+def encode_done(offsets: Iterable[int]) -> str:
+    """``"done:5,7-9"``: offsets as ranges."""
+    ranges: list[str] = []
+    length = 5
+    for first, last in _runs(sorted(offsets)):
+        text = str(first) if first == last else f"{first}-{last}"
+        length += len(text) + 1
+        if length > _MAX_METADATA:
+            break
+        ranges.append(text)
+    return "done:" + ",".join(ranges)
+
+
+def decode_done(metadata: str) -> set[int]:
+    if not metadata.startswith("done:"):
+        return set()
+    offsets: set[int] = set()
+    for part in metadata[5:].split(","):
+        if part:
+            first, _, last = part.partition("-")
+            offsets.update(range(int(first), int(last or first) + 1))
+    return offsets
+
+
+def _runs(offsets: list[int]) -> Iterator[tuple[int, int]]:
+    start = previous = None
+    for offset in offsets:
+        if previous is not None and offset == previous + 1:
+            previous = offset
+            continue
+        if start is not None and previous is not None:
+            yield start, previous
+        start = previous = offset
+    if start is not None and previous is not None:
+        yield start, previous
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +152,9 @@ class TierLoop:
     async def run(self) -> None:
         """Until cancelled; then leave the group (held events are replayed by the next owner)."""
         self._loop = asyncio.get_running_loop()
-        await self.consumer.start(self.topics.retries, on_revoke=self._on_revoke)
+        await self.consumer.start(
+            self.topics.retries, on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._intake())
@@ -122,8 +175,10 @@ class TierLoop:
         partition = self.partitions.setdefault(record.tp, _Partition())
         if record.offset < partition.next_offset:
             return  # fetched again after a rebalance kept the partition: held already
-        partition.in_flight.add(record.offset)
         partition.next_offset = record.offset + 1
+        if record.offset in partition.done:
+            return  # requested by the previous owner, after its commit point
+        partition.in_flight.add(record.offset)
         with bind(trace_id=header(record, TRACE_HEADER)):
             try:
                 event = codec.decode(record.value or b"", JobRetryScheduled)
@@ -228,22 +283,18 @@ class TierLoop:
             done: dict[TopicPartition, set[int]] = {}
             for d in batch:
                 done.setdefault(d.tp, set()).add(d.offset)
-            offsets = {
-                tp: point
-                for tp, offsets_done in done.items()
-                if (point := self.partitions[tp].commit_point(offsets_done))
-                > self.partitions[tp].committed
-            }
+            offsets = {tp: self.partitions[tp].commit(finishing) for tp, finishing in done.items()}
             await self.producer.commit(
                 [d.message for d in batch], offsets, self.consumer.group_metadata
             )
             now = self.clock()
-            for tp, offsets_done in done.items():
+            for tp, finishing in done.items():
                 partition = self.partitions.get(tp)
                 if partition is not None:
-                    partition.in_flight -= offsets_done
-                    if tp in offsets:
-                        partition.committed = offsets[tp]
+                    point = offsets[tp][0]
+                    partition.in_flight -= finishing
+                    partition.done = {o for o in partition.done | finishing if o >= point}
+                    partition.committed = point
             taken = {(d.tp, d.offset) for d in batch}
             self.due = [d for d in self.due if (d.tp, d.offset) not in taken]
         for d in batch:
@@ -259,6 +310,28 @@ class TierLoop:
                     )
 
     # -- rebalancing -----------------------------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """On the consumer's thread: learn which events after each committed offset the
+        previous owner requested already (the committed metadata)."""
+        assert self._loop is not None
+        try:
+            committed = committed_metadata(self.consumer.consumer, partitions)
+        except KafkaError as exc:
+            log.warning(
+                "cannot read the committed offsets; some retries may be requested twice",
+                extra=fields(cause=error_cause(exc), error=str(exc)),
+            )
+            return
+
+        def restore() -> None:
+            for tp, (_offset, metadata) in committed.items():
+                done = decode_done(metadata)
+                if done:
+                    self.partitions.setdefault(tp, _Partition()).done = done
+
+        # Runs before the records of the fetch under way are taken (call order is kept).
+        self._loop.call_soon_threadsafe(restore)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """On the consumer's thread: finish the transaction under way, then drop what is
