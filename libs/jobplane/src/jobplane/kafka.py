@@ -485,6 +485,9 @@ class EventLoop:
 
     async def commit(self, *, wait: bool = True, every: bool = False) -> None:
         """Commit, per partition, everything below the first event still in hand."""
+        for tp in self.consumer.failed_commits():
+            if tp in self.offsets:
+                self.offsets[tp].committed = -1  # make it again
         to_commit = self._to_commit(every=every)
         if to_commit:
             await self.consumer.commit(to_commit, wait=wait)

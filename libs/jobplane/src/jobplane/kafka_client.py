@@ -251,6 +251,25 @@ class AsyncConsumer:
         self._consumer: confluent_kafka.Consumer | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self.group_metadata: Any = None  # refreshed at every fetch, for transactions
+        self._failed_commits: set[TopicPartition] = set()
+
+    def _committed(self, error: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        """librdkafka's report of a commit (on the consumer's thread): remember failures,
+        so that the caller commits those partitions again (see ``failed_commits``)."""
+        failed = [tp for tp in partitions if error is not None or tp.error is not None]
+        if not failed:
+            return
+        self._failed_commits.update(TopicPartition(tp.topic, tp.partition) for tp in failed)
+        first: Any = error if error is not None else failed[0].error
+        _client_log.warning(
+            "commit failed; it will be made again",
+            extra=fields(cause=f"kafka:{first.name()}", error=first.str()),
+        )
+
+    def failed_commits(self) -> set[TopicPartition]:
+        """Partitions whose commit failed since the last call."""
+        failed, self._failed_commits = self._failed_commits, set()
+        return failed
 
     @property
     def consumer(self) -> confluent_kafka.Consumer:
@@ -273,7 +292,7 @@ class AsyncConsumer:
     ) -> None:
         """Create the consumer and subscribe; the callbacks run on the consumer's thread."""
         name = str(self.config.get("group.id", "consumer"))
-        config = {**self.config, **client_callbacks(name), "on_commit": _commit_failed}
+        config = {**self.config, **client_callbacks(name), "on_commit": self._committed}
 
         def assigned(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
             if on_assign is not None:
@@ -321,8 +340,8 @@ class AsyncConsumer:
         """Commit ``offsets`` (the next offset to read, per partition).
 
         ``wait=False`` hands the commit to librdkafka and returns (a synchronous commit takes
-        ~6 ms of the consumer's thread on the local broker); a failure is logged, and the
-        next commit covers the same offsets again. Commits are applied in order."""
+        ~6 ms of the consumer's thread on the local broker); a failure is logged and listed
+        by ``failed_commits``. Commits are applied in order."""
         if offsets:
             await self.call(lambda consumer: commit_now(consumer, offsets, wait=wait))
 
@@ -375,17 +394,6 @@ def committed_metadata(
         for tp in found
         if tp.offset >= 0
     }
-
-
-def _commit_failed(error: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
-    """librdkafka's report of an asynchronous commit (on the consumer's thread)."""
-    failed = [tp for tp in partitions if tp.error is not None]
-    if error is not None or failed:
-        first: Any = error if error is not None else failed[0].error
-        _client_log.warning(
-            "commit failed; the next commit covers it",
-            extra=fields(cause=f"kafka:{first.name()}", error=first.str()),
-        )
 
 
 def _native(partitions: Sequence[TopicPartition]) -> list[confluent_kafka.TopicPartition]:

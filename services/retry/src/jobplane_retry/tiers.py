@@ -260,7 +260,7 @@ class TierLoop:
                 batch = self.due[:MAX_BATCH]
                 try:
                     await self._commit(batch)
-                except KafkaError as exc:
+                except Exception as exc:  # an aborted transaction: nothing of it happened
                     first, last = PUBLISH_BACKOFF_S
                     delay = min(first * 2**failures, last)
                     failures += 1
@@ -279,6 +279,7 @@ class TierLoop:
 
     async def _commit(self, batch: list[_Due]) -> None:
         async with self._transaction:
+            taken = {(d.tp, d.offset) for d in batch}
             batch = [d for d in batch if d.tp in self.partitions]  # not revoked meanwhile
             done: dict[TopicPartition, set[int]] = {}
             for d in batch:
@@ -295,7 +296,6 @@ class TierLoop:
                     partition.in_flight -= finishing
                     partition.done = {o for o in partition.done | finishing if o >= point}
                     partition.committed = point
-            taken = {(d.tp, d.offset) for d in batch}
             self.due = [d for d in self.due if (d.tp, d.offset) not in taken]
         for d in batch:
             if d.due_at is not None:
