@@ -306,3 +306,41 @@ async def test_partitions_moving_to_a_new_member_are_drained_and_committed_first
             await eventually(moved, 30, lambda: "no partition moved to the second instance")
             await wait_committed(settings, topic, 16)
     assert sorted(handled) == sorted(f"j-{i}" for i in range(16))  # each once
+
+
+async def test_stopping_lets_events_in_hand_finish_and_cancels_the_stuck_uncommitted(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """Cancelling the loop (SIGTERM in a service) fetches nothing more, lets the events in
+    hand finish within the drain timeout and commits them; one stuck longer is cancelled
+    and stays uncommitted (handled again by the next consumer)."""
+    settings = settings.model_copy(update={"drain_timeout_seconds": 1.5})
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def handler(event: Event, record: Record) -> None:
+        started.append(event.job_id)
+        await asyncio.sleep(60 if event.job_id == "stuck" else 0.5)
+        finished.append(event.job_id)
+
+    await _one_partition(settings, publisher, "quick", "stuck")
+    await _one_partition(settings, publisher, *[f"other-{i}" for i in range(3)])
+    loop = EventLoop(
+        make_consumer(settings, group(settings)),
+        publisher,
+        lambda _: JobRequested,
+        handler,
+        concurrency=8,
+        settings=settings,
+    )
+    task = asyncio.create_task(loop.run([publisher.topics.requested]))
+    await eventually(lambda: _true(len(started) == 5), 20, lambda: f"started {started}")
+    stop_at = asyncio.get_running_loop().time()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    took = asyncio.get_running_loop().time() - stop_at
+    assert sorted(finished) == sorted(["quick", *[f"other-{i}" for i in range(3)]])
+    assert took < 1.5 + 2.0
+    # The commit point of partition 0 stops below "stuck" (offset 1): quick is committed.
+    assert (await committed(settings, group(settings), publisher.topics.requested)) == {0: 1}
