@@ -28,7 +28,12 @@ async def tiers(
     """The tier loop running, once it owns every partition of every tier topic."""
     producer = tier_producer(settings)
     await producer.start()
-    loop = TierLoop(make_consumer(settings, settings.tiers_group_id), producer, topics)
+    loop = TierLoop(
+        make_consumer(settings, settings.tiers_group_id),
+        producer,
+        topics,
+        max_held_per_partition=settings.tier_max_held_per_partition,
+    )
     try:
         async with running(loop.run()):
             expected = len(topics.retries) * settings.topic_partitions
@@ -272,3 +277,40 @@ def test_done_offsets_round_trip_as_ranges() -> None:
     assert decode_done(encode_done(offsets)) == offsets
     assert decode_done("") == set()
     assert len(encode_done(range(0, 100_000, 2))) <= 3000  # what does not fit is left out
+
+
+async def test_a_partition_holding_too_many_events_is_paused(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    """Memory stays bounded: with room for 2 held events per partition, a third event of
+    the partition is not even fetched while 2 wait for their due time."""
+    settings = settings.model_copy(update={"tier_max_held_per_partition": 2})
+    topic = topics.retry(5)
+    far = utc_now() + timedelta(minutes=5)
+    async with tiers(settings, publisher, topics) as loop:
+
+        def held() -> int:
+            return sum(len(p.held) for p in loop.partitions.values())
+
+        for n in (1, 2):
+            await produce(publisher, topic, scheduled(f"far-{n}-{unique_id}", far, 5), 0)
+
+            async def holds(count: int = n) -> bool:
+                return held() == count
+
+            await eventually(holds, 10, lambda: f"held {held()}")
+        await eventually(
+            lambda: _true(any(p.paused for p in loop.partitions.values())),
+            10,
+            lambda: "the partition was not paused",
+        )
+        await produce(publisher, topic, scheduled(f"now-{unique_id}", utc_now(), 5), 0)
+        await asyncio.sleep(1.0)
+        assert held() == 2
+        assert not await read_events(
+            settings, topics.requested, JobRequested, where=of_job(f"now-{unique_id}")
+        )
+
+
+async def _true(value: bool) -> bool:
+    return value
