@@ -4,6 +4,11 @@ The store's guarded transition decides: the first failure reported for an attemp
 A replayed or stale event matches nothing and publishes nothing (the job's
 ``announce_due_at`` outbox covers a crash between the write and the publish). Failures are
 routed concurrently, one job's in order (the event loop serializes events of one key).
+
+No Kafka transaction here, unlike the delay tiers: the decision of record is the store
+write, which no Kafka transaction can include. Producing ``job.retry.N`` and committing the
+``job.failed`` offset atomically would not make the write-then-publish step atomic; the
+outbox does (a lost publish is made by the relay, a replay writes and publishes nothing).
 """
 
 from __future__ import annotations
