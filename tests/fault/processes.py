@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobplane_local import LocalConfig, down, up
-from jobplane_local.infra import SERVICE_NAMES
 from jobplane_local.paths import default_local_dir, repo_root
-from jobplane_local.platform import PlatformProcess, SecantusStore
+from jobplane_local.platform import PlatformProcess
 from jobplane_local.processes import port_open
-from jobplane_local.service import Service
 
 KAFKA_PORT = 9200
 KAFKA_CONTROLLER_PORT = 9201
@@ -39,10 +37,6 @@ RETRY_DELAYS = [1.0, 1.0, 2.0, 2.0, 3.0]
 JITTER = 0.1
 JOB_TIMEOUT_SECONDS = 10
 SERVICES = ("gateway", "dispatcher", "retry", "notifier")
-
-# jobplane-local starts the store itself once it knows a server named "store" (SecantusDB);
-# until then the suite starts `secantusd-rs` on its own port.
-LOCAL_STORE = "store" in SERVICE_NAMES
 
 
 def _log(message: str) -> None:
@@ -68,14 +62,12 @@ def _env(**values: str) -> Iterator[None]:
 
 
 def infra_config() -> LocalConfig:
-    """jobplane-local's settings for the suite's own servers, read as from the environment so
-    that the same lines hold before and after the store's settings are renamed."""
+    """jobplane-local's settings for the suite's own servers (its `up`/`down` with `only=`)."""
     with _env(
         JOBPLANE_LOCAL_DIR=str(fault_dir() / "infra"),
         JOBPLANE_KAFKA_PORT=str(KAFKA_PORT),
         JOBPLANE_KAFKA_CONTROLLER_PORT=str(KAFKA_CONTROLLER_PORT),
         JOBPLANE_STORE_PORT=str(STORE_PORT),
-        JOBPLANE_FERRETDB_PORT=str(STORE_PORT),
         JOBPLANE_SMTP_PORT=str(SMTP_PORT),
         JOBPLANE_SMTP_MAIL_DIR=str(fault_dir() / "infra" / "smtp" / "mail"),
         JOBPLANE_KAFKA_HEAP="512m",
@@ -95,28 +87,18 @@ class Infra:
 
     @property
     def mongodb_uri(self) -> str:
-        return f"mongodb://{self.config.host}:{STORE_PORT}/"
+        return self.config.mongodb_uri
 
     @property
     def mail_dir(self) -> Path:
         return self.config.smtp_mail_dir
 
-    def _own_store(self) -> Service:
-        return SecantusStore(self.config, STORE_PORT)
-
     def start(self, *names: str) -> None:
-        for name in names or ("kafka", "store", "smtp"):
-            if name == "store" and not LOCAL_STORE:
-                self._own_store().start(_log)
-            else:
-                up(self.config, only=[name], log=_log)
+        """Start (or reuse) the named servers, all three by default; return once ready."""
+        up(self.config, only=names or None, log=_log)
 
     def stop(self, *names: str) -> None:
-        for name in names or ("smtp", "store", "kafka"):
-            if name == "store" and not LOCAL_STORE:
-                self._own_store().stop(_log)
-            else:
-                down(self.config, only=[name], log=_log)
+        down(self.config, only=names or None, log=_log)
 
 
 class BackendProcess(PlatformProcess):
@@ -140,7 +122,8 @@ class BackendProcess(PlatformProcess):
 
 @dataclass
 class Deployment:
-    """The four services of one scenario: own topics (prefix), own database, own log dir."""
+    """The four services of one scenario: own topics (prefix), consumer groups, database and
+    log directory, so that nothing of an earlier scenario is seen again."""
 
     name: str
     infra: Infra
@@ -181,12 +164,19 @@ class Deployment:
                 "PUBLIC_URL": self.gateway_url,
             },
             "dispatcher": {
+                "GROUP_ID": f"fault-{self.name}.dispatcher",
                 "GATEWAY_PUBLIC_URL": self.gateway_url,
                 "REQUEST_TIMEOUT_SECONDS": "5",
                 "DEADLINE_CHECK_INTERVAL_SECONDS": "1",
             },
-            "retry": {"RETRY_DELAYS_SECONDS": json.dumps(RETRY_DELAYS), "JITTER": str(JITTER)},
+            "retry": {
+                "ROUTER_GROUP_ID": f"fault-{self.name}.retry-router",
+                "TIERS_GROUP_ID": f"fault-{self.name}.retry-tiers",
+                "RETRY_DELAYS_SECONDS": json.dumps(RETRY_DELAYS),
+                "JITTER": str(JITTER),
+            },
             "notifier": {
+                "GROUP_ID": f"fault-{self.name}.notifier",
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(SMTP_PORT),
                 "SMTP_TIMEOUT_SECONDS": "5",
