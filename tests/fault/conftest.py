@@ -7,22 +7,29 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from jobplane_local import LocalConfig
+from jobplane_local.platform import PlatformProcess
 
 from tests.fault.checks import HEADER, Outcome
-from tests.fault.processes import BackendProcess, Deployment, Infra, fault_dir
+from tests.fault.processes import SERVICES, BackendProcess, Deployment, Infra, fault_dir
 
 _outcomes: list[Outcome] = []
 _fuzz_lines: list[str] = []
 _began: list[float] = []
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 @pytest.fixture(scope="session")
 def fault_infra() -> Iterator[Infra]:
     _began.append(time.monotonic())
     infra = Infra()
-    infra.stop()  # a server left by an interrupted run
+    stop_leftovers(infra)
     for leftover in (
         infra.config.local_dir / "kafka" / "data",
         infra.config.local_dir / "store" / "data",
@@ -30,11 +37,21 @@ def fault_infra() -> Iterator[Infra]:
         infra.mail_dir,
     ):
         shutil.rmtree(leftover, ignore_errors=True)
-    for scenario_dir in fault_dir().iterdir() if fault_dir().is_dir() else []:
-        if scenario_dir.name != "infra":
-            shutil.rmtree(scenario_dir, ignore_errors=True)
     infra.start()
     yield infra
+    infra.stop()
+
+
+def stop_leftovers(infra: Infra) -> None:
+    """Stop whatever an interrupted run left running (services, backend, servers) and remove
+    its data, so that no process of an old run joins this run's servers."""
+    for scenario_dir in fault_dir().iterdir() if fault_dir().is_dir() else []:
+        if scenario_dir.name != "infra":
+            config = LocalConfig(local_dir=scenario_dir)
+            for name in SERVICES:
+                PlatformProcess(config, name, {}).stop(_quiet)
+            shutil.rmtree(scenario_dir, ignore_errors=True)
+    BackendProcess(infra.config, Path()).stop(_quiet)
     infra.stop()
 
 
@@ -43,9 +60,9 @@ def backend(fault_infra: Infra) -> Iterator[BackendProcess]:
     directory = fault_infra.config.local_dir / "backend"
     directory.mkdir(parents=True, exist_ok=True)
     process = BackendProcess(fault_infra.config, directory / "receipts.jsonl")
-    process.start(lambda _: None)
+    process.start(_quiet)
     yield process
-    process.stop(lambda _: None)
+    process.stop(_quiet)
 
 
 @pytest.fixture
@@ -63,7 +80,7 @@ def deploy(fault_infra: Infra, backend: BackendProcess) -> Iterator[Callable[[st
     for deployment in made:
         deployment.stop()
     fault_infra.start()
-    backend.start(lambda _: None)
+    backend.start(_quiet)
 
 
 @pytest.fixture(scope="session")
