@@ -23,6 +23,7 @@ from jobplane_local.store import (
     replica_set_primary,
     store_binary,
 )
+from jobplane_local.testing import infra_from_env
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -263,3 +264,13 @@ def test_a_failed_build_says_why_and_installs_nothing(
     with pytest.raises(LocalInfraError, match=r"(?s)cargo exit 101.*failed to run custom build"):
         install_store(cache, _quiet)
     assert installed_version(store_binary(cache)) is None
+
+
+def test_the_tests_ask_for_the_store_to_be_built_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # whatever happens, no build
+    with pytest.raises(LocalInfraError, match="jobplane-local install store"):
+        infra_from_env()
