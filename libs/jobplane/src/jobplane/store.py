@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -32,6 +32,9 @@ Document = dict[str, Any]
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
 APP_CACHE_TTL_SECONDS = 10.0
 USER_CACHE_TTL_SECONDS = 5.0
+# How long an owed event may stay unpublished before the relay publishes it (the
+# announce_due_at outbox); the services pass their own setting.
+DEFAULT_ANNOUNCE_GRACE = timedelta(seconds=30)
 
 
 def utcnow() -> datetime:
@@ -295,9 +298,19 @@ class JobStore:
         )
 
     async def schedule_retry(
-        self, job_id: str, attempt: int, failure: Failure, due_at: datetime
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        due_at: datetime,
+        *,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
     ) -> Job | None:
-        """The attempt failed and another is due at ``due_at``: → retry_scheduled, attempt+1."""
+        """The attempt failed and another is due at ``due_at``: → retry_scheduled, attempt+1.
+
+        One guarded write. It takes over the failure report's outbox entry: the job now owes
+        the next ``job.requested``, announced by the relay if still owed at ``due_at`` +
+        ``announce_grace`` (the dispatcher's claim clears it)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -308,6 +321,7 @@ class JobStore:
                 "attempt": attempt + 1,
                 "next_attempt_at": due_at,
                 "last_failure": failure_to_document(failure),
+                "announce_due_at": due_at + announce_grace,
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
@@ -315,8 +329,17 @@ class JobStore:
             now=now,
         )
 
-    async def mark_dead(self, job_id: str, attempt: int, failure: Failure) -> Job | None:
-        """The attempt failed and no other will follow: → dead."""
+    async def mark_dead(
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        *,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """The attempt failed and no other will follow: → dead. One guarded write, which
+        makes the job owe ``job.dead`` (announced by the relay after ``announce_grace``
+        unless the notifier's claim clears it first)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -326,6 +349,7 @@ class JobStore:
             {
                 "finished_at": now,
                 "last_failure": failure_to_document(failure),
+                "announce_due_at": now + announce_grace,
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
