@@ -18,6 +18,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from jobplane.config import CommonSettings
 from jobplane.logs import configure, fields
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,15 @@ def run(
     main: Coroutine[Any, Any, None],
     log_level: str = "INFO",
     *,
-    repeat_interval_s: float = 10.0,
-    stop_timeout_s: float = 30.0,
+    settings: CommonSettings | None = None,
 ) -> None:
     """Run ``main`` until it ends or the process gets SIGTERM / SIGINT; exit 0 after a
-    clean stop."""
-    configure(service, log_level, repeat_interval_s)
+    clean stop. ``settings`` (when given) set the log level, the repeat interval of error
+    logs and the bound of the stop (drain timeout + Kafka delivery timeout)."""
+    settings = settings or CommonSettings(log_level=log_level)
+    repeat_interval_s = settings.log_repeat_interval_seconds
+    stop_timeout_s = settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds
+    configure(service, settings.log_level, repeat_interval_s)
     asyncio.run(_until_signalled(service, main, stop_timeout_s))
 
 
