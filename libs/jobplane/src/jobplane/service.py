@@ -23,6 +23,8 @@ from jobplane.logs import configure, fields
 
 log = logging.getLogger(__name__)
 
+_CLOSE_S = 5.0
+
 
 def run(
     service: str,
@@ -33,10 +35,13 @@ def run(
 ) -> None:
     """Run ``main`` until it ends or the process gets SIGTERM / SIGINT; exit 0 after a
     clean stop. ``settings`` (when given) set the log level, the repeat interval of error
-    logs and the bound of the stop (drain timeout + Kafka delivery timeout)."""
+    logs and the bound of the stop (drain timeout + Kafka delivery timeout + 5 s)."""
     settings = settings or CommonSettings(log_level=log_level)
     repeat_interval_s = settings.log_repeat_interval_seconds
-    stop_timeout_s = settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds
+    # Draining, then the producer's last deliveries; a little more for the rest (closing).
+    stop_timeout_s = (
+        settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds + _CLOSE_S
+    )
     configure(service, settings.log_level, repeat_interval_s)
     asyncio.run(_until_signalled(service, main, stop_timeout_s))
 
