@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 `infra` gives the servers the tests talk to. By default it starts the local infrastructure
-(Kafka, FerretDB, SMTP sink; see `jobplane-local`) once per run, reusing what already runs.
+(Kafka, the store, SMTP sink; see `jobplane-local`) once per run, reusing what already runs.
 Point the tests at other servers with environment variables, per server:
 
     KAFKA_BOOTSTRAP_SERVERS=host:9092

@@ -1,4 +1,4 @@
-"""The router against the real Kafka and FerretDB: job.failed → job.retry.N or job.dead."""
+"""The router against the real Kafka and store: job.failed → job.retry.N or job.dead."""
 
 from __future__ import annotations
 

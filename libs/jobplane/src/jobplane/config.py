@@ -22,6 +22,9 @@ class CommonSettings(BaseSettings):
 
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     mongodb_database: str = "jobplane"
+    # Finished jobs (succeeded or dead) are deleted this many days after they finished, by a
+    # TTL index on `finished_at`; 0 keeps every job forever. Unfinished jobs never expire.
+    job_retention_days: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
     # An error logged again and again (an outage) is written once per cause per interval,
