@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 # App, user and job ids.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -63,11 +64,15 @@ def check_timeout_seconds(value: float | None) -> str | None:
 
 def check_json_text(value: str, what: str = "payload") -> str | None:
     """A JSON document in text form (the payload travels as JSON text)."""
+    return parse_json_text(value, what)[1]
+
+
+def parse_json_text(value: str, what: str = "payload") -> tuple[Any, str | None]:
+    """The JSON document and ``None``, or ``None`` and what is wrong with it."""
     try:
-        json.loads(value)
+        return json.loads(value), None
     except ValueError as exc:
-        return f"{what} is not valid JSON: {exc}"
-    return None
+        return None, f"{what} is not valid JSON: {exc}"
 
 
 def clamp_timeout_seconds(value: float) -> int:

@@ -18,6 +18,16 @@ class Settings(CommonSettings):
     # How often to look for attempts past their deadline. Deadlines are minutes long; each
     # look is a query over the open jobs, so not more often than needed.
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
+    # How long a claimed attempt may stay neither accepted nor reported before a replayed
+    # job.requested takes it over (its dispatcher died between claim and call). None: the
+    # longest a live call can take (connect + request timeout) plus a margin, so a call in
+    # flight is never taken over.
+    claim_lease_seconds: float | None = Field(default=None, gt=0)
+
+    def claim_lease(self) -> float:
+        if self.claim_lease_seconds is not None:
+            return self.claim_lease_seconds
+        return self.connect_timeout_seconds + self.request_timeout_seconds + 5.0
 
     def callback_url(self, job_id: str) -> str:
         return f"{self.gateway_public_url.rstrip('/')}/v1/jobs/{job_id}/result"

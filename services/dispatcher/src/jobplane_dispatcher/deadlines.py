@@ -1,8 +1,10 @@
 """The deadline sweeper: an attempt without a result by its deadline has failed (timeout).
 
-Every interval it reports each overdue open attempt once on ``job.failed`` and marks it
-reported. Several dispatcher instances may report the same attempt: the retry service's
-guarded transition makes only the first report count.
+Every interval it reports each overdue attempt whose outcome is still unknown: the timeout
+is stored as the attempt's report (one guarded write, which also drops the deadline), then
+published on ``job.failed``. The first report of an attempt wins: a callback, the
+dispatcher's own failure report or another instance's sweep that came first makes the write
+match nothing, and nothing is published.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class DeadlineSweeper:
                 message=f"no result by the deadline {deadline}",
                 retryable=True,
             )
+            if await self.store.report_attempt_failure(job.job_id, job.attempt, failure) is None:
+                return  # its outcome was reported first
             log.warning("attempt timed out", extra=fields(deadline=deadline))
             await self.publisher.publish(self.topics.failed, job.failed_event(failure))
-            await self.store.mark_timeout_reported(job.job_id, job.attempt)
