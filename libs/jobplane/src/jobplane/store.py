@@ -525,6 +525,14 @@ class JobStore:
         result = await self.jobs.update_one(guard, update)
         return result.modified_count == 1
 
+    async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
+        """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
+        prefix = f"mail.{outcome}"
+        await self.jobs.update_one(
+            {"_id": job_id, f"{prefix}.claim_id": claim_id, f"{prefix}.state": "claimed"},
+            {"$unset": {prefix: ""}},
+        )
+
     async def claim_notification(
         self,
         key: str,
@@ -565,6 +573,11 @@ class JobStore:
             {"_id": key, "claim_id": claim_id}, {"$set": changes}
         )
         return result.modified_count == 1
+
+    async def release_notification(self, key: str, *, claim_id: str) -> None:
+        await self.notifications.delete_one(
+            {"_id": key, "claim_id": claim_id, "state": MailState.CLAIMED.value}
+        )
 
     async def mark_admins_notified(self, job_id: str) -> None:
         now = utcnow()
