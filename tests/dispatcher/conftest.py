@@ -159,4 +159,4 @@ async def register_app(
         max_concurrency=max_concurrency,
     )
     for user_id in users:
-        await store.upsert_user(User(app_id, user_id, f"{user_id}@example.test", "en"))
+        await store.upsert_user(User(app_id, user_id, f"{user_id}@{app_id}.example.test", "en"))
