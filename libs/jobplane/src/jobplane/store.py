@@ -303,7 +303,11 @@ class JobStore:
             (JobStatus.DISPATCHED,),
             JobStatus.RUNNING,
             {f"attempts.{attempt}.accepted_at": now},
-            also=_token_guard(attempt, callback_token_hash),
+            also={
+                # A reported attempt (a timeout, or a callback faster than us) stays as it is.
+                f"attempts.{attempt}.report": {"$exists": False},
+                **(_token_guard(attempt, callback_token_hash) or {}),
+            },
             now=now,
         )
 

@@ -5,7 +5,8 @@ and crashes (see ``jobplane.store``'s notifications): each mail is claimed in th
 one guarded write, sent, then marked sent under the claim. The user's mail is recorded on
 the job (``mail.<outcome>``; its claim also clears the owed event), every other mail in the
 ``notifications`` collection. No claim (the store is down), no send: the event is retried.
-A claim held by another sender makes the event wait (retried) until it is settled or stale.
+A claim held by another sender makes the handler wait until it is settled (nothing to do) or
+stale (taken over).
 
 The one window left: a crash after the SMTP server accepted a mail and before "sent" was
 written. The claim then goes stale after ``claim_timeout_seconds`` and the mail is sent
@@ -55,10 +56,8 @@ ALERT = "alert"
 # How long recording "sent" is retried in place at most between two tries: the mail is out,
 # so the record must not be lost, and the event must not be handled (and the mail sent) again.
 _MAX_RECORD_BACKOFF_S = 5.0
-
-
-class MailInProgressError(Exception):
-    """Another sender holds a fresh claim on this mail: try the event again later."""
+# How often, at most, a handler looks again at a mail another sender holds.
+_MAX_BUSY_POLL_S = 1.0
 
 
 def notification_key(job_id: str, outcome: str, recipient: str) -> str:
@@ -291,13 +290,9 @@ class Notifier:
         """Claim, send, record: at most one mail per record (see the module docstring)."""
         mail_id = message_id(subject_id, outcome, recipient, self.mailer.domain)
         claim_id = uuid.uuid4().hex
-        stale_before = utcnow() - timedelta(seconds=self.settings.claim_timeout_seconds)
-        claimed = await record.claim(claim_id, mail_id, stale_before)
-        if claimed is MailClaim.DONE:
+        if not await self._claim(record, claim_id, mail_id):
             log.info("already notified", extra=fields(outcome=outcome, to=recipient))
             return
-        if claimed is MailClaim.BUSY:
-            raise MailInProgressError(f"the {outcome} mail to {recipient} is being sent elsewhere")
         subject, text, html = render(kind, language, context)
         mail = Mail(
             to=recipient,
@@ -323,6 +318,19 @@ class Notifier:
                 await record.release(claim_id)
             raise
         await _until_recorded(record, claim_id, recipient)
+
+    async def _claim(self, record: MailRecord, claim_id: str, mail_id: str) -> bool:
+        """True once the mail is ours to send; False when it needs no sending (any more).
+        While another sender holds a fresh claim (a duplicate event in flight), wait: it
+        settles soon, or its claim goes stale after the claim timeout and is ours."""
+        timeout = timedelta(seconds=self.settings.claim_timeout_seconds)
+        delay = 0.05
+        while True:
+            claimed = await record.claim(claim_id, mail_id, utcnow() - timeout)
+            if claimed is not MailClaim.BUSY:
+                return claimed is MailClaim.CLAIMED
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BUSY_POLL_S)
 
 
 async def _until_recorded(record: MailRecord, claim_id: str, recipient: str) -> None:

@@ -35,8 +35,10 @@ class MailRefusedError(PermanentError):
     """The message can never be sent as it is (bad address, header or content)."""
 
 
-class SendFailedError(Exception):
-    """A transient failure: the send is tried again later."""
+class SendFailedError(ConnectionError):
+    """A transient failure (the exchange with the SMTP server failed, or it said "later"):
+    the send is tried again later. A ``ConnectionError``, so that the event loop knows it
+    for the passing kind it is."""
 
     def __init__(self, message: str, *, maybe_delivered: bool) -> None:
         super().__init__(message)
