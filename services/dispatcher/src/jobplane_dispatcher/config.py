@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from jobplane.config import CommonSettings
 from pydantic import Field
 
@@ -23,6 +25,13 @@ class Settings(CommonSettings):
     # longest a live call can take (connect + request timeout) plus a margin, so a call in
     # flight is never taken over.
     claim_lease_seconds: float | None = Field(default=None, gt=0)
+    # How long after a stored outcome (a failure report, a result at once) its event may stay
+    # unpublished before the gateway's relay publishes it (the announce_due_at outbox).
+    announce_grace_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def announce_grace(self) -> timedelta:
+        return timedelta(seconds=self.announce_grace_seconds)
 
     def claim_lease(self) -> float:
         if self.claim_lease_seconds is not None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import Job
 from jobplane.kafka import Publisher
 from jobplane.logs import bind, fields
-from jobplane.store import JobStore, utcnow
+from jobplane.store import DEFAULT_ANNOUNCE_GRACE, JobStore, utcnow
 from jobplane.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,18 @@ BATCH = 100
 
 class DeadlineSweeper:
     def __init__(
-        self, store: JobStore, publisher: Publisher, topics: Topics, interval_seconds: float
+        self,
+        store: JobStore,
+        publisher: Publisher,
+        topics: Topics,
+        interval_seconds: float,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.topics = topics
         self.interval_seconds = interval_seconds
+        self.announce_grace = announce_grace
 
     async def run(self) -> None:
         """Sweep every interval until cancelled; a failing sweep is logged and retried."""
@@ -63,7 +69,10 @@ class DeadlineSweeper:
                 message=f"no result by the deadline {deadline}",
                 retryable=True,
             )
-            if await self.store.report_attempt_failure(job.job_id, job.attempt, failure) is None:
+            reported = await self.store.report_attempt_failure(
+                job.job_id, job.attempt, failure, announce_grace=self.announce_grace
+            )
+            if reported is None:
                 return  # its outcome was reported first
             log.warning("attempt timed out", extra=fields(deadline=deadline))
             await self.publisher.publish(self.topics.failed, job.failed_event(failure))

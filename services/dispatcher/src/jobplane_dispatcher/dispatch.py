@@ -268,7 +268,11 @@ class Dispatcher:
                 log.info("accepted, but the attempt has moved on already")
         elif isinstance(outcome, CompletedAtOnce):
             job = await self.store.complete_at_once(
-                event.job_id, event.attempt, outcome.result, callback_token_hash=claim.token_hash
+                event.job_id,
+                event.attempt,
+                outcome.result,
+                callback_token_hash=claim.token_hash,
+                announce_grace=self.settings.announce_grace,
             )
             if job is None:
                 log.info("completed at once, but the attempt has moved on already")
@@ -278,7 +282,11 @@ class Dispatcher:
             assert isinstance(outcome, Failed)
             failure = outcome.failure
             reported = await self.store.report_attempt_failure(
-                event.job_id, event.attempt, failure, callback_token_hash=claim.token_hash
+                event.job_id,
+                event.attempt,
+                failure,
+                callback_token_hash=claim.token_hash,
+                announce_grace=self.settings.announce_grace,
             )
             if reported is None:
                 log.info("attempt failed, but its outcome was reported already")

@@ -15,7 +15,8 @@ again, with the same Message-ID, so the receiving side can recognise the repeat.
 A mail refused for good (an address or header that cannot be sent, 5xx from the server) is
 recorded as failed and stops nothing: the other recipients are still served, then the event
 goes to ``job.dead`` with the reason (``PermanentError``), where its dead letter alerts the
-administrators. A dead letter of a ``job.dead`` event is never dead-lettered again.
+administrators (a ``job.dead`` event is never dead-lettered again: the event loop logs it).
+A dead letter says nothing about its job's outcome: it alerts the administrators only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from jobplane.events import Event, JobCompleted, JobDead
 from jobplane.kafka import PermanentError, Record
 from jobplane.logs import fields
 from jobplane.store import JobStore, MailClaim, MailState, utcnow
-from jobplane.topics import Topics
 
 from jobplane_notifier.config import Settings
 from jobplane_notifier.mailer import Mail, Mailer, message_id
@@ -40,7 +40,7 @@ from jobplane_notifier.templates import (
     MailKind,
     alert_context,
     failure_context,
-    is_undecodable,
+    is_dead_letter,
     render,
     success_context,
 )
@@ -159,7 +159,6 @@ class Notifier:
         self.store = store
         self.mailer = mailer
         self.settings = settings
-        self.topics = Topics(settings.topic_prefix)
 
     async def handle(self, event: Event, record: Record) -> None:
         await self.notify(event)
@@ -196,15 +195,16 @@ class Notifier:
         )
 
     async def job_dead(self, event: JobDead) -> None:
-        undecodable = is_undecodable(event)
-        # A dead letter may carry no job id: its event id stands for it in the keys.
-        subject_id = event.job_id if event.job_id and not undecodable else f"event-{event.event_id}"
+        dead_letter = is_dead_letter(event)
+        # A dead letter is keyed by its own event id: it may carry no job id, and the alert
+        # about its job's real end (if it dies later) is another notification.
+        subject_id = f"event-{event.event_id}" if dead_letter or not event.job_id else event.job_id
         refused: list[str] = []
 
         user_notified = False
         user_problem = ""
-        if undecodable:
-            user_problem = "the event could not be handled"
+        if dead_letter:
+            user_problem = "the event could not be handled (the job's outcome is not known)"
         else:
             user = await self.store.cached_user(event.app_id, event.user_id)
             if user is None:
@@ -265,16 +265,12 @@ class Notifier:
             except MailRefusedError as exc:
                 refused.append(str(exc))
 
-        if alerted and not undecodable:
+        if alerted and not dead_letter:
             await self.store.mark_admins_notified(event.job_id)
         if refused:
-            reason = "; ".join(refused)
-            if event.source_topic == self.topics.dead:
-                # This is the dead letter of a job.dead event already: another one would
-                # come back here, and again. The log is the last place to tell.
-                log.error("mail refused for a dead letter; giving up", extra=fields(reason=reason))
-                return
-            raise PermanentError(reason)
+            # The event loop never dead-letters a job.dead event (that could loop): this
+            # ends in its log, after every other mail of the event went out.
+            raise PermanentError("; ".join(refused))
 
     async def _deliver(
         self,
