@@ -112,6 +112,16 @@ class Claim:
         return cls(token, hash_secret(token), utcnow() + timedelta(seconds=timeout_seconds))
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What the backend call of one event needs, checked already."""
+
+    event: JobRequested
+    app: App
+    payload: Any
+    timeout_seconds: int
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -147,94 +157,98 @@ class Dispatcher:
             await self._reject(event, f"app {event.app_id!r} is not registered")
             return
         timeout_seconds = attempt_timeout_seconds(event, app)
+        call = _Call(event, app, payload, timeout_seconds)
+        done = await self._claim_and_call(call, taking_over_before=None)
+        if done is None:
+            done = await self._slow_path(call)
+        if done is not None:
+            await self._record(event, *done)
 
-        async with self.limits.slot(app):
-            claim = Claim.new(timeout_seconds)
-            claimed = await self.store.claim_attempt(
-                event.job_id,
-                event.attempt,
-                app_id=event.app_id,
-                callback_token_hash=claim.token_hash,
-                deadline_at=claim.deadline,
-            )
+    async def _claim_and_call(
+        self, call: _Call, *, taking_over_before: datetime | None
+    ) -> tuple[Claim, Outcome] | None:
+        """Within the app's concurrency limit: claim the attempt (or take a dead claim over,
+        when ``taking_over_before`` is given), then call the backend at once, so that the
+        lease and the deadline start when the call does. None: the claim matched nothing."""
+        event = call.event
+        async with self.limits.slot(call.app):
+            claim = Claim.new(call.timeout_seconds)
+            if taking_over_before is None:
+                claimed = await self.store.claim_attempt(
+                    event.job_id,
+                    event.attempt,
+                    app_id=event.app_id,
+                    callback_token_hash=claim.token_hash,
+                    deadline_at=claim.deadline,
+                )
+            else:
+                claimed = await self.store.reclaim_attempt(
+                    event.job_id,
+                    event.attempt,
+                    app_id=event.app_id,
+                    callback_token_hash=claim.token_hash,
+                    deadline_at=claim.deadline,
+                    claimed_before=taking_over_before,
+                )
+                if claimed is not None:
+                    log.warning("claimed attempt never reached the backend; dispatching it again")
             if claimed is None:
-                slow = await self._claim_slowly(event, timeout_seconds)
-                if slow is None:
-                    return
-                claim = slow
+                return None
             body = backend_body(
                 event,
-                payload,
+                call.payload,
                 callback_url=self.settings.callback_url(event.job_id),
                 callback_token=claim.token,
                 deadline=claim.deadline,
             )
-            outcome = await self.backend.dispatch(app.backend_url, body, event.trace_id)
-        await self._record(event, claim, outcome)
+            return claim, await self.backend.dispatch(call.app.backend_url, body, event.trace_id)
 
-    async def _claim_slowly(self, event: JobRequested, timeout_seconds: int) -> Claim | None:
-        """The claim matched nothing: find out why. Returns a claim to dispatch, or None
-        when there is nothing to do (a duplicate or stale event, or a rejected job)."""
+    async def _slow_path(self, call: _Call) -> tuple[Claim, Outcome] | None:
+        """The claim matched nothing: find out why, outside the app's concurrency limit.
+        None when there is nothing to do (a duplicate or stale event, or a rejected job)."""
+        event = call.event
         job = await self.store.get_job(event.job_id)
         if job is None:
             job = await self._create_direct_job(event)
-            if job is None:
-                return None
-        lease = self.settings.claim_lease()
-        while True:
+        lease = timedelta(seconds=self.settings.claim_lease())
+        while job is not None:
             if job.app_id != event.app_id:
                 # Never touch, or report on, another app's job because of a colliding id.
                 raise PermanentError(
                     f"job id {event.job_id!r} belongs to another app than {event.app_id!r}"
                 )
             attempt = job.attempt_info(event.attempt)
-            if job.attempt != event.attempt or not (
-                job.status in _CLAIMABLE
-                or (
-                    job.status is JobStatus.DISPATCHED
-                    and attempt is not None
-                    and attempt.accepted_at is None
-                    and not attempt.reported
-                )
-            ):
-                _log_not_due(job)
-                return None
-            claim = Claim.new(timeout_seconds)
+            if job.attempt != event.attempt:
+                break
             if job.status in _CLAIMABLE:
-                if await self.store.claim_attempt(
-                    event.job_id,
-                    event.attempt,
-                    app_id=event.app_id,
-                    callback_token_hash=claim.token_hash,
-                    deadline_at=claim.deadline,
-                ):
-                    return claim
-            else:
-                assert attempt is not None and attempt.dispatched_at is not None
+                done = await self._claim_and_call(call, taking_over_before=None)
+            elif (
+                job.status is JobStatus.DISPATCHED
+                and attempt is not None
+                and attempt.dispatched_at is not None
+                and attempt.accepted_at is None
+                and not attempt.reported
+            ):
                 now = utcnow()
-                lease_ends = attempt.dispatched_at + timedelta(seconds=lease)
-                if now < lease_ends:
+                if now < attempt.dispatched_at + lease:
                     # Another dispatcher may be calling the backend right now: wait for its
                     # answer rather than call twice and void its token.
-                    wait = (lease_ends - now).total_seconds()
+                    wait = (attempt.dispatched_at + lease - now).total_seconds()
                     await asyncio.sleep(min(wait, _CLAIM_POLL_SECONDS))
-                elif await self.store.reclaim_attempt(
-                    event.job_id,
-                    event.attempt,
-                    app_id=event.app_id,
-                    callback_token_hash=claim.token_hash,
-                    deadline_at=claim.deadline,
-                    claimed_before=now - timedelta(seconds=lease),
-                ):
-                    log.warning(
-                        "claimed attempt never reached the backend; dispatching it again",
-                        extra=fields(claimed_at=attempt.dispatched_at.isoformat()),
-                    )
-                    return claim
-            current = await self.store.get_job(event.job_id)
-            if current is None:  # pragma: no cover - jobs are never deleted
-                raise RuntimeError(f"job {event.job_id} vanished")
-            job = current
+                    done = None
+                else:
+                    done = await self._claim_and_call(call, taking_over_before=now - lease)
+            else:
+                break
+            if done is not None:
+                return done
+            job = await self.store.get_job(event.job_id)
+        if job is not None:
+            log.info(
+                "attempt not due (duplicate or stale event); nothing to do",
+                extra=fields(status=job.status.value, job_attempt=job.attempt),
+            )
+        return None
 
     async def _create_direct_job(self, event: JobRequested) -> Job | None:
         """A job an app produced straight to Kafka: stored here, once its user is known."""
@@ -306,13 +320,6 @@ class Dispatcher:
             ),
         )
         await self.publisher.publish(self.topics.failed, failed_event(event, failure))
-
-
-def _log_not_due(job: Job) -> None:
-    log.info(
-        "attempt not due (duplicate or stale event); nothing to do",
-        extra=fields(status=job.status.value, job_attempt=job.attempt),
-    )
 
 
 def failed_event(event: JobRequested, failure: Failure) -> JobFailed:
