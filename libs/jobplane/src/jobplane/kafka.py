@@ -16,6 +16,7 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError as KafkaError  # what the services catch
 
 from jobplane import codec
 from jobplane.config import CommonSettings

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
@@ -24,7 +24,14 @@ from pymongo.errors import DuplicateKeyError
 from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
-from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
+from jobplane.jobs import (
+    FAILABLE_STATUSES,
+    OPEN_STATUSES,
+    Job,
+    JobStatus,
+    Report,
+    failure_to_document,
+)
 from jobplane.locking import DocumentLocks
 
 Document = dict[str, Any]
@@ -33,6 +40,9 @@ Document = dict[str, Any]
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
 APP_CACHE_TTL_SECONDS = 10.0
 USER_CACHE_TTL_SECONDS = 5.0
+# How long after a write that owes an event (``announce_due_at``) the outbox relay
+# re-publishes it, unless the consumer acting on the event has cleared it by then.
+DEFAULT_ANNOUNCE_GRACE = timedelta(seconds=30)
 
 
 def utcnow() -> datetime:
@@ -85,6 +95,28 @@ class NewJob:
     payload: str
     timeout_seconds: int | None
     trace_id: str
+    idempotency_key: str | None = None
+
+    def document(self, now: datetime, announce_due_at: datetime) -> Document:
+        """The job document as inserted: queued, attempt 1, owing its ``job.requested``."""
+        doc: Document = {
+            "_id": self.job_id,
+            "app_id": self.app_id,
+            "user_id": self.user_id,
+            "job_type": self.job_type,
+            "payload": self.payload,
+            "timeout_seconds": self.timeout_seconds,
+            "trace_id": self.trace_id,
+            "status": JobStatus.QUEUED.value,
+            "attempt": 1,
+            "attempts": {},
+            "created_at": now,
+            "updated_at": now,
+            "announce_due_at": announce_due_at,
+        }
+        if self.idempotency_key is not None:
+            doc["idempotency_key"] = self.idempotency_key
+        return doc
 
 
 def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
@@ -98,7 +130,6 @@ class JobStore:
         self.jobs: AsyncCollection[Document] = database["jobs"]
         self.apps: AsyncCollection[Document] = database["apps"]
         self.users: AsyncCollection[Document] = database["users"]
-        self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
@@ -106,6 +137,11 @@ class JobStore:
         # of an existing job goes through the job's lock: see jobplane.locking. Until
         # prepare() has asked the server, assume the worst.
         self.job_locks: DocumentLocks | None = DocumentLocks(database["job_locks"])
+        self.announce_grace = DEFAULT_ANNOUNCE_GRACE
+
+    def announce_due(self, now: datetime) -> datetime:
+        """When an event owed from ``now`` on is overdue (see ``announce_due_at``)."""
+        return now + self.announce_grace
 
     @classmethod
     def from_settings(
@@ -123,6 +159,19 @@ class JobStore:
         # The dispatcher's deadline sweep looks for open attempts past their deadline.
         await self.jobs.create_index([("status", ASCENDING), ("deadline_at", ASCENDING)])
         await self.notifications.create_index([("job_id", ASCENDING)])
+        # The Idempotency-Key is a field of the job: one insert decides, no second collection.
+        await self.jobs.create_index(
+            [("app_id", ASCENDING), ("idempotency_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"idempotency_key": {"$exists": True}},
+            name="app_id_idempotency_key_unique",
+        )
+        # The outbox relay looks for owed events past their due time.
+        await self.jobs.create_index(
+            [("announce_due_at", ASCENDING)],
+            partialFilterExpression={"announce_due_at": {"$exists": True}},
+            name="announce_due_at",
+        )
 
     # -- apps and users ---------------------------------------------------------------
 
@@ -184,46 +233,23 @@ class JobStore:
 
     # -- job creation -----------------------------------------------------------------
 
-    async def reserve_idempotency_key(self, app_id: str, key: str, job_id: str) -> str:
-        """The job id this key stands for: ``job_id`` if the key is new, else the earlier one."""
-        doc_id = f"{app_id}:{key}"
-        try:
-            await self.idempotency_keys.insert_one(
-                {"_id": doc_id, "job_id": job_id, "created_at": utcnow()}
-            )
-            return job_id
-        except DuplicateKeyError:
-            existing = await self.idempotency_keys.find_one({"_id": doc_id})
-            if existing is None:  # pragma: no cover - keys are never deleted
-                raise
-            return str(existing["job_id"])
-
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert the job unless it exists; returns it and whether this call created it."""
+        """Insert the job, owing its ``job.requested`` (one command); returns it and whether
+        this call created it. An Idempotency-Key the app used before returns that job."""
         now = utcnow()
-        created = True
+        doc = new.document(now, self.announce_due(now))
         try:
-            await self.jobs.insert_one(
-                {
-                    "_id": new.job_id,
-                    "app_id": new.app_id,
-                    "user_id": new.user_id,
-                    "job_type": new.job_type,
-                    "payload": new.payload,
-                    "timeout_seconds": new.timeout_seconds,
-                    "trace_id": new.trace_id,
-                    "status": JobStatus.QUEUED.value,
-                    "attempt": 1,
-                    "attempts": {},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+            await self.jobs.insert_one(doc)
         except DuplicateKeyError:
-            created = False
-        job = await self.get_job(new.job_id)
-        assert job is not None  # just written, and jobs are never deleted
-        return job, created
+            if new.idempotency_key is None:
+                raise  # a job id collision: not something to paper over
+            earlier = await self.jobs.find_one(
+                {"app_id": new.app_id, "idempotency_key": new.idempotency_key}
+            )
+            if earlier is None:  # pragma: no cover - jobs are never deleted
+                raise
+            return Job.from_document(earlier), False
+        return Job.from_document(doc), True
 
     async def get_job(self, job_id: str) -> Job | None:
         doc = await self.jobs.find_one({"_id": job_id})
@@ -254,7 +280,7 @@ class JobStore:
                 # apart from a forged one.
                 f"attempts.{attempt}.callback_token_hash": callback_token_hash,
             },
-            unset=("next_attempt_at", "timeout_reported_at"),
+            unset=("next_attempt_at", "timeout_reported_at", "announce_due_at"),
             now=now,
         )
 
@@ -270,17 +296,60 @@ class JobStore:
             now=now,
         )
 
-    async def complete(self, job_id: str, attempt: int, result: str) -> Job | None:
-        """dispatched / running → succeeded."""
+    async def complete(
+        self, job_id: str, attempt: int, result: str, *, callback_token_hash: str | None = None
+    ) -> Job | None:
+        """dispatched / running → succeeded, if no outcome of the attempt was reported yet
+        (and, for a callback, its token is the attempt's); owes ``job.completed``."""
         now = utcnow()
         return await self._transition(
             job_id,
             attempt,
             OPEN_STATUSES,
             JobStatus.SUCCEEDED,
-            {"result": result, "finished_at": now, f"attempts.{attempt}.ended_at": now},
+            {
+                "result": result,
+                "finished_at": now,
+                "announce_due_at": self.announce_due(now),
+                f"attempts.{attempt}.ended_at": now,
+                f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
+            },
+            unset=("deadline_at",),
             now=now,
+            guard=_first_report_guard(attempt, callback_token_hash),
         )
+
+    async def report_failure(
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        *,
+        callback_token_hash: str | None = None,
+    ) -> Job | None:
+        """The open ``attempt`` failed, as first reported: stores the report and owes
+        ``job.failed``. The status stays: the retry router's transition decides what follows.
+        The attempt's deadline goes (its outcome is known)."""
+        now = utcnow()
+        guard: Document = {
+            "_id": job_id,
+            "attempt": attempt,
+            "status": {"$in": [s.value for s in OPEN_STATUSES]},
+            **_first_report_guard(attempt, callback_token_hash),
+        }
+        doc = await self.jobs.find_one_and_update(
+            guard,
+            {
+                "$set": {
+                    f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
+                    "announce_due_at": self.announce_due(now),
+                    "updated_at": now,
+                },
+                "$unset": {"deadline_at": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
 
     async def schedule_retry(
         self, job_id: str, attempt: int, failure: Failure, due_at: datetime
@@ -331,23 +400,50 @@ class JobStore:
         *,
         now: datetime,
         unset: tuple[str, ...] = (),
+        guard: Document | None = None,
     ) -> Job | None:
         update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
-        guard: Document = {
+        query: Document = {
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
+            **(guard or {}),
         }
         async with self._locked(job_id):
             doc = await self.jobs.find_one_and_update(
-                guard, update, return_document=ReturnDocument.AFTER
+                query, update, return_document=ReturnDocument.AFTER
             )
         return Job.from_document(doc) if doc else None
 
     def _locked(self, job_id: str) -> AbstractAsyncContextManager[None]:
         return self.job_locks.hold(job_id) if self.job_locks else contextlib.nullcontext()
+
+    # -- the outbox relay ----------------------------------------------------------------
+
+    async def due_announcements(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs whose owed event is overdue (``announce_due_at < now``), oldest first."""
+        cursor = self.jobs.find(
+            {"announce_due_at": {"$lt": now}}, sort=[("announce_due_at", ASCENDING)], limit=limit
+        )
+        return [Job.from_document(doc) async for doc in cursor]
+
+    async def postpone_announcement(self, job: Job, next_due_at: datetime) -> bool:
+        """Take ``job``'s overdue announcement (push it to ``next_due_at``): False when
+        another relay took it or its consumer has acted since ``job`` was read."""
+        result = await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$set": {"announce_due_at": next_due_at}, "$inc": {"announce_relays": 1}},
+        )
+        return result.modified_count == 1
+
+    async def drop_announcement(self, job: Job) -> None:
+        """``job`` owes nothing after all (its state has no event to announce)."""
+        await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$unset": {"announce_due_at": ""}},
+        )
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -400,6 +496,14 @@ class JobStore:
         if changes:
             async with self._locked(job_id):
                 await self.jobs.update_one({"_id": job_id}, {"$set": changes})
+
+
+def _first_report_guard(attempt: int, callback_token_hash: str | None) -> Document:
+    """The first report of an attempt wins; a callback's must carry the attempt's token."""
+    guard: Document = {f"attempts.{attempt}.report": {"$exists": False}}
+    if callback_token_hash is not None:
+        guard[f"attempts.{attempt}.callback_token_hash"] = callback_token_hash
+    return guard
 
 
 def _user_key(app_id: str, user_id: str) -> str:

@@ -1,0 +1,61 @@
+"""What the gateway answers when a dependency is down: ``503`` with ``Retry-After``.
+
+A store that cannot be reached (no server selected in time, a dropped connection, a
+primary stepping down) or Kafka refusing work is a passing condition, not a bug: the client
+is told to come back, never handed a 500. Other store errors stay 500s (they are bugs).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from jobplane.kafka import KafkaError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, WTimeoutError
+
+from jobplane_gateway.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+# Server answers that mean "not now" (MongoDB error codes): a node shutting down or no
+# longer primary, an interrupted operation.
+_TRANSIENT_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
+
+_outages = RateLimitedLog(log)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a store error means "the store cannot serve right now"."""
+    if isinstance(exc, (ConnectionFailure, WTimeoutError)):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
+    return False
+
+
+def unavailable(detail: str, retry_after_seconds: int) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(retry_after_seconds)}
+    )
+
+
+def install(app: FastAPI, retry_after_seconds: int) -> None:
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc  # a bug: the 500 path logs it with its traceback
+        _outages.warning(
+            "job store unavailable", cause=f"store:{type(exc).__name__}", error=str(exc)[:500]
+        )
+        return unavailable(
+            "the job store is unavailable: retry the same request later", retry_after_seconds
+        )
+
+    async def kafka_error(request: Request, exc: Exception) -> JSONResponse:
+        _outages.warning("Kafka unavailable", cause=f"kafka:{type(exc).__name__}", error=repr(exc))
+        return unavailable(
+            "the event bus is unavailable: retry the same request later", retry_after_seconds
+        )
+
+    app.add_exception_handler(PyMongoError, store_error)
+    app.add_exception_handler(KafkaError, kafka_error)
