@@ -8,8 +8,10 @@ is told to come back, never handed a 500. Other store errors stay 500s (they are
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from jobplane.kafka import KafkaError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, WTimeoutError
@@ -32,6 +34,15 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OperationFailure):
         return exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError")
     return False
+
+
+def describe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """What is wrong, where, without echoing the input back (it may be huge, or hold values
+    JSON cannot even carry, such as NaN)."""
+    return [
+        {"type": error["type"], "loc": list(error["loc"]), "msg": error["msg"]}
+        for error in exc.errors()
+    ]
 
 
 def unavailable(detail: str, retry_after_seconds: int) -> JSONResponse:
@@ -57,5 +68,10 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
             "the event bus is unavailable: retry the same request later", retry_after_seconds
         )
 
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": describe_errors(exc)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(PyMongoError, store_error)
     app.add_exception_handler(KafkaError, kafka_error)

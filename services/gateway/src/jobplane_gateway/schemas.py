@@ -46,7 +46,8 @@ IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,200}$"
 AppId = Annotated[str, StringConstraints(pattern=APP_ID_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 JobType = Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)]
-Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS)]
+# Strict: a whole number of seconds in JSON, not "60" nor 60.5.
+Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS, strict=True)]
 # email-validator refuses control characters, line separators and malformed domains.
 Email = EmailStr
 
@@ -69,9 +70,11 @@ FreeText = Annotated[str, AfterValidator(_no_control_characters)]
 def json_text(value: Any) -> str:
     """The JSON text a payload or result travels as; refuses NaN and Infinity (no JSON)."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from exc
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode()  # a lone surrogate ("\ud800") has no UTF-8 form
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise ValueError(f"not valid JSON text: {exc}") from exc
+    return text
 
 
 def check_size(text: str, what: str, limit: int, setting: str) -> None:
