@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -8,6 +9,8 @@ import httpx
 from jobplane.events import Failure, FailureKind, JobCompleted, JobFailed
 from jobplane.jobs import JobStatus
 from jobplane.store import utcnow
+
+from tests.support import read_events
 
 from ...harness import Gateway, RegisteredApp
 
@@ -260,3 +263,77 @@ async def test_bad_callback_bodies_are_4xx_json(gateway: Gateway) -> None:
     job = await gateway.conns.store.get_job(job_id)
     assert job is not None
     assert job.status is JobStatus.RUNNING
+
+
+async def test_ten_identical_failure_callbacks_at_once_record_and_announce_one(
+    gateway: Gateway,
+) -> None:
+    _, job_id, token = await running_job(gateway)
+    body = {"attempt": 1, "status": "failed", "error": {"message": "disk full"}}
+
+    responses = await asyncio.gather(*(callback(gateway, job_id, token, body) for _ in range(10)))
+
+    assert [r.status_code for r in responses] == [200] * 10
+    details = sorted(r.json()["detail"] for r in responses)
+    assert details.count("failure recorded: the retry policy decides what follows") == 1
+    assert details.count("already recorded: attempt 1 failed") == 9
+    events = await read_events(
+        gateway.settings,
+        gateway.conns.topics.failed,
+        JobFailed,
+        key=job_id,
+        until=lambda found: len(found) >= 1,
+        settle=1.0,
+    )
+    assert len(events) == 1
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    report = job.attempt_info(1).report  # type: ignore[union-attr]
+    assert report is not None and report.status == "failed"
+    assert report.failure == Failure(kind=FailureKind.REPORTED, message="disk full", retryable=True)
+    # The outcome is known: no deadline left to sweep; the failure is owed until the retry
+    # router acts on it.
+    assert job.deadline_at is None
+    assert job.announce_due_at is not None
+
+
+async def test_success_after_a_reported_failure_is_a_conflict_and_changes_nothing(
+    gateway: Gateway,
+) -> None:
+    app, job_id, token = await running_job(gateway)
+    failed = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "x"}}
+    )
+    before = await gateway.conns.store.get_job(job_id)
+
+    succeeded = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": {"ok": 1}}
+    )
+
+    assert failed.json()["recorded"] is True
+    assert succeeded.status_code == 409
+    assert "another outcome recorded already (failed)" in succeeded.json()["detail"]
+    assert await gateway.conns.store.get_job(job_id) == before
+    assert await gateway.events(gateway.conns.topics.completed, JobCompleted, job_id) == []
+    status = (await gateway.http.get(f"/v1/jobs/{job_id}", headers=app.headers)).json()
+    assert status["status"] == "running"
+    [attempt] = status["attempts"]
+    assert attempt["report"]["status"] == "failed"
+    assert attempt["report"]["error"]["message"] == "x"
+
+
+async def test_status_shows_the_user_notified_from_the_mail_record(gateway: Gateway) -> None:
+    app, job_id, token = await running_job(gateway)
+    await callback(gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": 1})
+    url = f"/v1/jobs/{job_id}"
+    claimed = {"mail.succeeded": {"state": "claimed", "claimed_at": utcnow()}}
+    await gateway.conns.store.jobs.update_one({"_id": job_id}, {"$set": claimed})
+    before = (await gateway.http.get(url, headers=app.headers)).json()
+    sent = {"mail.succeeded.state": "sent", "mail.succeeded.sent_at": utcnow()}
+    await gateway.conns.store.jobs.update_one({"_id": job_id}, {"$set": sent})
+
+    after = (await gateway.http.get(url, headers=app.headers)).json()
+
+    assert before["notified"]["user"] is False
+    assert after["notified"]["user"] is True
+    assert after["attempts"][0]["report"]["status"] == "succeeded"
