@@ -28,6 +28,16 @@ def new_job(
     )
 
 
+async def test_create_job_is_idempotent(store: JobStore) -> None:
+    job, created = await store.create_job(new_job())
+    again, created_again = await store.create_job(new_job())
+
+    assert created and not created_again
+    assert job == again
+    assert job.status is JobStatus.QUEUED
+    assert job.attempt == 1
+
+
 async def test_create_job_with_an_idempotency_key_the_app_used_returns_that_job(
     store: JobStore,
 ) -> None:

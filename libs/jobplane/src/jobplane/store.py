@@ -235,17 +235,19 @@ class JobStore:
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
         """Insert the job, owing its ``job.requested`` (one command); returns it and whether
-        this call created it. An Idempotency-Key the app used before returns that job."""
+        this call created it. A job id that exists already (a replayed request from the
+        Kafka path), or an Idempotency-Key the app used before, returns the earlier job."""
         now = utcnow()
         doc = new.document(now, self.announce_due(now))
         try:
             await self.jobs.insert_one(doc)
         except DuplicateKeyError:
             if new.idempotency_key is None:
-                raise  # a job id collision: not something to paper over
-            earlier = await self.jobs.find_one(
-                {"app_id": new.app_id, "idempotency_key": new.idempotency_key}
-            )
+                earlier = await self.jobs.find_one({"_id": new.job_id})
+            else:
+                earlier = await self.jobs.find_one(
+                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key}
+                )
             if earlier is None:  # pragma: no cover - jobs are never deleted
                 raise
             return Job.from_document(earlier), False
