@@ -79,8 +79,22 @@ async def test_store_commands_per_submit_and_per_callback(
         headers={"Authorization": f"Bearer {token}"},
     )
     callback_commands = counter.take()
+    other = await gateway.submit(app, user_id)
+    other_token = await gateway.dispatch(other.json()["job_id"], 1)
+    counter.take()
+    failed = await gateway.http.post(
+        f"/v1/jobs/{other.json()['job_id']}/result",
+        json={"attempt": 1, "status": "failed", "error": {"message": "no"}},
+        headers={"Authorization": f"Bearer {other_token}"},
+    )
+    failure_commands = counter.take()
 
-    print(f"\nstore commands: submit {submit_commands}, callback {callback_commands}")
+    print(
+        f"\nstore commands: submit {submit_commands}, success callback {callback_commands}, "
+        f"failure callback {failure_commands}"
+    )
     assert submitted.status_code == 202 and reported.json()["recorded"] is True
+    assert failed.json()["recorded"] is True
     assert submit_commands == ["insert"]
     assert callback_commands == ["findAndModify"]
+    assert failure_commands == ["findAndModify"]

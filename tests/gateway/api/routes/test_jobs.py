@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -254,3 +255,22 @@ async def test_bad_submissions_are_4xx_json_saying_what_is_wrong(gateway: Gatewa
         assert detail, content
         assert all("msg" in error and "loc" in error for error in detail), content
     assert await gateway.conns.store.jobs.count_documents({"app_id": app.app_id}) == 0
+
+
+async def test_concurrent_submits_with_one_idempotency_key_store_one_job(
+    gateway: Gateway,
+) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    key = {"Idempotency-Key": "burst-1"}
+
+    responses = await asyncio.gather(*(gateway.submit(app, user_id, headers=key) for _ in range(8)))
+
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["job_id"] for r in responses}) == 1
+    [doc] = await gateway.conns.store.jobs.find({"app_id": app.app_id}).to_list()
+    # The key is a field of the job (unique per app), not a second collection.
+    assert doc["idempotency_key"] == "burst-1"
+    assert "idempotency_keys" not in await gateway.conns.store.db.list_collection_names()
+    events = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, doc["_id"])
+    assert len(events) == 1
