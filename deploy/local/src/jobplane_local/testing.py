@@ -36,7 +36,7 @@ def infra_from_env(log: Log = _quiet) -> Infra:
     smtp_host = os.environ.get("SMTP_HOST")
     missing = [
         name
-        for name, given in (("kafka", kafka), ("ferretdb", mongodb), ("smtp", smtp_host))
+        for name, given in (("kafka", kafka), ("store", mongodb), ("smtp", smtp_host))
         if not given
     ]
     local = up(only=missing, log=log) if missing else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from jobplane.config import CommonSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -43,5 +45,10 @@ class Settings(CommonSettings):
     relay_max_backoff_seconds: float = Field(default=600.0, gt=0)
     # On SIGTERM: how long the requests in flight may take to finish before they are cut.
     shutdown_timeout_seconds: int = Field(default=10, ge=0, le=300)
+
+    @property
+    def announce_grace(self) -> timedelta:
+        return timedelta(seconds=self.announce_grace_seconds)
+
     # What a 503 tells the client to wait before it retries (the Retry-After header).
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)

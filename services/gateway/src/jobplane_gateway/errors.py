@@ -13,18 +13,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from jobplane.kafka import KafkaError
+from jobplane.kafka import KafkaError, error_cause
+from jobplane.logs import fields
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, WTimeoutError
-
-from jobplane_gateway.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 # Server answers that mean "not now" (MongoDB error codes): a node shutting down or no
 # longer primary, an interrupted operation.
 _TRANSIENT_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
-
-_outages = RateLimitedLog(log)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -55,15 +52,18 @@ def install(app: FastAPI, retry_after_seconds: int) -> None:
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
         if not is_unavailable(exc):
             raise exc  # a bug: the 500 path logs it with its traceback
-        _outages.warning(
-            "job store unavailable", cause=f"store:{type(exc).__name__}", error=str(exc)[:500]
+        log.warning(
+            "job store unavailable",
+            extra=fields(cause="gateway.store", error=error_cause(exc), detail=str(exc)[:300]),
         )
         return unavailable(
             "the job store is unavailable: retry the same request later", retry_after_seconds
         )
 
     async def kafka_error(request: Request, exc: Exception) -> JSONResponse:
-        _outages.warning("Kafka unavailable", cause=f"kafka:{type(exc).__name__}", error=repr(exc))
+        log.warning(
+            "Kafka unavailable", extra=fields(cause="gateway.kafka", error=error_cause(exc))
+        )
         return unavailable(
             "the event bus is unavailable: retry the same request later", retry_after_seconds
         )

@@ -9,7 +9,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 import uvicorn
 from fastapi import FastAPI
@@ -57,7 +56,6 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     )
     app.state.settings = settings
     if conns is not None:
-        use_settings(conns, settings)
         app.state.conns = conns
     errors.install(app, settings.retry_after_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=max_raw_body_bytes(settings))
@@ -66,15 +64,9 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     return app
 
 
-def use_settings(conns: Connections, settings: Settings) -> None:
-    # Writes that owe an event owe it for the configured grace (the relay's schedule).
-    conns.store.announce_grace = timedelta(seconds=settings.announce_grace_seconds)
-
-
 @contextlib.asynccontextmanager
 async def relaying(conns: Connections, settings: Settings) -> AsyncIterator[relay.Relay]:
     """The outbox relay runs in the background for the block."""
-    use_settings(conns, settings)
     outbox = relay.Relay(conns.store, conns.publisher, conns.topics, settings)
     async with relay.running(outbox):
         yield outbox

@@ -13,17 +13,17 @@ import logging
 from dataclasses import dataclass
 
 from jobplane.events import Event
-from jobplane.kafka import KafkaError, Publisher
+from jobplane.kafka import KafkaError, Publisher, error_cause
+from jobplane.logs import fields
 from jobplane.topics import Topics
-
-from jobplane_gateway.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 # What a failed publish may raise: Kafka's own errors, the wait running out, a socket error.
 PUBLISH_ERRORS = (TimeoutError, KafkaError, OSError)
 
-_failures = RateLimitedLog(log)
+# The cause of the outage lines (rate-limited per cause by jobplane.logs.RepeatFilter).
+PUBLISH_CAUSE = "gateway.publish"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +38,16 @@ class EventBus:
         try:
             await asyncio.wait_for(self.publisher.publish(topic, event), self.timeout_seconds)
         except PUBLISH_ERRORS as exc:
-            _failures.warning(
+            log.warning(
                 "event not acknowledged; the outbox relay will publish it",
-                cause=type(exc).__name__,
-                topic=topic,
-                event=type(event).__name__,
-                error=repr(exc),
+                extra=fields(
+                    cause=PUBLISH_CAUSE,
+                    topic=topic,
+                    event=type(event).__name__,
+                    error=error_cause(exc),
+                ),
             )
             return False
-        _failures.recovered("events acknowledged again")
+        # Passes RepeatFilter only after an outage was logged: the "back" line.
+        log.info("events acknowledged", extra=fields(recovered=PUBLISH_CAUSE))
         return True

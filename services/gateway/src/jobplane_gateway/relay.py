@@ -20,16 +20,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from jobplane.jobs import OwedTopic
-from jobplane.kafka import Publisher
+from jobplane.kafka import Publisher, error_cause
 from jobplane.logs import bind, fields
 from jobplane.store import JobStore, utcnow
 from jobplane.topics import Topics
 
 from jobplane_gateway.config import Settings
 from jobplane_gateway.publishing import PUBLISH_ERRORS
-from jobplane_gateway.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+# Causes of the relay's outage lines (rate-limited per cause by jobplane.logs.RepeatFilter).
+RELAY_PUBLISH = "gateway.relay.publish"
+RELAY_ROUND = "gateway.relay.round"
 
 
 class Relay:
@@ -41,10 +44,9 @@ class Relay:
         self.topics = topics
         self.interval_seconds = settings.relay_interval_seconds
         self.batch = settings.relay_batch
-        self.grace = timedelta(seconds=settings.announce_grace_seconds)
+        self.grace = settings.announce_grace
         self.max_backoff = timedelta(seconds=settings.relay_max_backoff_seconds)
         self.publish_timeout_seconds = settings.publish_timeout_seconds
-        self._errors = RateLimitedLog(log)
 
     def backoff(self, relays: int) -> timedelta:
         """How long after its ``relays``-th re-publication a job's event is owed again."""
@@ -83,11 +85,13 @@ class Relay:
                     )
                 except PUBLISH_ERRORS as exc:
                     # Still owed (at the postponed time): the next round tries again.
-                    self._errors.warning(
-                        "relay could not publish", cause=type(exc).__name__, error=repr(exc)
+                    log.warning(
+                        "relay could not publish",
+                        extra=fields(cause=RELAY_PUBLISH, error=error_cause(exc)),
                     )
                     break
-                self._errors.recovered("relay publishes again")
+                if published == 0:  # passes RepeatFilter only after an outage: "back"
+                    log.info("relay publishes", extra=fields(recovered=RELAY_PUBLISH))
                 published += 1
                 log.info(
                     "owed event relayed",
@@ -105,9 +109,11 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._errors.warning(
-                    "relay round failed", cause=type(exc).__name__, error=repr(exc)
+                log.warning(
+                    "relay round failed", extra=fields(cause=RELAY_ROUND, error=error_cause(exc))
                 )
+            else:
+                log.debug("relay round done", extra=fields(recovered=RELAY_ROUND))
             await asyncio.sleep(self.interval_seconds)
 
 

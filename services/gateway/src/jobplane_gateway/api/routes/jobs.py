@@ -96,7 +96,7 @@ async def submit_job(
     )
     # Nothing is stored that cannot be announced: encode the event before the write.
     _check_encodable(Job.from_document(new.document(utcnow(), utcnow())))
-    job, created = await store.create_job(new)
+    job, created = await store.create_job(new, announce_grace=settings.announce_grace)
     request.state.job_id = job.job_id
     with bind(job_id=job.job_id):
         if not created:

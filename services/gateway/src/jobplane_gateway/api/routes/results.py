@@ -58,10 +58,20 @@ async def report_result(
     if body.status == "succeeded":
         result = body.result_text()
         check_size(result, "result", settings.max_result_bytes, "MAX_RESULT_BYTES")
-        job = await store.complete(job_id, body.attempt, result, callback_token_hash=token_hash)
+        job = await store.complete(
+            job_id,
+            body.attempt,
+            result,
+            callback_token_hash=token_hash,
+            announce_grace=settings.announce_grace,
+        )
     else:
         job = await store.report_failure(
-            job_id, body.attempt, _failure(body), callback_token_hash=token_hash
+            job_id,
+            body.attempt,
+            _failure(body),
+            callback_token_hash=token_hash,
+            announce_grace=settings.announce_grace,
         )
     if job is None:
         return await _unchanged(store, job_id, body, token, request)
