@@ -113,7 +113,7 @@ class Relay:
                     "relay round failed", extra=fields(cause=RELAY_ROUND, error=error_cause(exc))
                 )
             else:
-                log.debug("relay round done", extra=fields(recovered=RELAY_ROUND))
+                log.info("relay round done", extra=fields(recovered=RELAY_ROUND))
             await asyncio.sleep(self.interval_seconds)
 
 
