@@ -125,3 +125,20 @@ def test_what_a_job_owes_follows_its_state() -> None:
     owed = base.owed_event()
     assert owed is not None and owed[0] is OwedTopic.REQUESTED
     assert running.owed_event() is None  # an open attempt without a failure report
+
+
+async def test_an_unreadable_job_does_not_hold_the_relay_back(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    job = await gateway.submitted_job(app)
+    long_ago = utcnow() - timedelta(days=1)
+    await gateway.conns.store.jobs.insert_one(
+        {"_id": "broken", "announce_due_at": long_ago, "status": "no-such-status"}
+    )
+    await overdue(gateway, job.job_id)
+
+    assert await relay_of(gateway).run_once() == 1
+
+    events = await gateway.events(gateway.conns.topics.requested, JobRequested, job.job_id)
+    assert len(events) == 2
+    broken = await gateway.conns.store.jobs.find_one({"_id": "broken"})
+    assert broken is not None and "announce_due_at" not in broken

@@ -11,6 +11,7 @@ jobplane.indexes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,8 @@ from jobplane.jobs import (
 )
 
 Document = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 # The longest a change of an app or a user stays unseen by a service that read it before
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
@@ -449,7 +452,19 @@ class JobStore:
         cursor = self.jobs.find(
             {"announce_due_at": {"$lt": now}}, sort=[("announce_due_at", 1)], limit=limit
         )
-        return [Job.from_document(doc) async for doc in cursor]
+        due: list[Job] = []
+        async for doc in cursor:
+            try:
+                due.append(Job.from_document(doc))
+            except (KeyError, TypeError, ValueError) as exc:
+                # No event can be built from it: drop the debt so that it does not hold the
+                # head of every batch for ever.
+                log.error(
+                    "unreadable job owes an event; dropped",
+                    extra={"fields": {"job_id": str(doc.get("_id")), "error": repr(exc)}},
+                )
+                await self.jobs.update_one({"_id": doc["_id"]}, {"$unset": {"announce_due_at": ""}})
+        return due
 
     async def postpone_announcement(self, job: Job, next_due_at: datetime) -> bool:
         """Take ``job``'s overdue announcement (push it to ``next_due_at``): False when
