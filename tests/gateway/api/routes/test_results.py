@@ -253,6 +253,13 @@ async def test_bad_callback_bodies_are_4xx_json(gateway: Gateway) -> None:
         json.dumps({"attempt": "one", "status": "succeeded"}).encode(),
         json.dumps({"attempt": 1, "status": "done"}).encode(),
         json.dumps({"attempt": 1, "status": "failed", "error": {"retryable": False}}).encode(),
+        *(
+            json.dumps(
+                {"attempt": 1, "status": "failed", "error": {"message": f"disk{char}full"}}
+            ).encode()
+            for char in ("\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\x00")
+        ),
+        json.dumps({"attempt": 1, "status": "succeeded", "extra": 1}).encode(),
     ]
     for content in bodies:
         response = await gateway.http.post(
