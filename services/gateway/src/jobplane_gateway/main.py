@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -72,6 +72,16 @@ async def relaying(conns: Connections, settings: Settings) -> AsyncIterator[rela
         yield outbox
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's (jobplane.service) cancels
+    `serve`, which stops the server. uvicorn's would re-raise the SIGTERM once stopped,
+    which the process would take for a second signal and exit 1."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def serve(settings: Settings) -> None:
     """Serve the API and run the relay until cancelled. A cancel (SIGTERM) stops intake,
     lets the requests in flight finish (at most ``shutdown_timeout_seconds``), stops the
@@ -90,7 +100,7 @@ async def serve(settings: Settings) -> None:
             lifespan="off",  # the connections are open already
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         log.info(
             "listening",
