@@ -50,7 +50,7 @@ async def test_a_claim_is_taken_over_only_when_it_is_old_and_nothing_came_of_it(
     assert await reclaim("h2", +1) is not None  # its lease is over
     # The first claimant comes back: its writes no longer match.
     assert await store.mark_running(job_id, 1, "h1") is None
-    assert await store.report_attempt_failure(job_id, 1, FAILURE, callback_token_hash="h1") is None
+    assert await store.report_failure(job_id, 1, FAILURE, callback_token_hash="h1") is None
     running = await store.mark_running(job_id, 1, "h2")
     assert running is not None and running.status is JobStatus.RUNNING
     # Accepted: never taken over again.
@@ -62,12 +62,12 @@ async def test_the_first_report_wins_and_closes_the_deadline(store: JobStore) ->
     deadline = utcnow() - timedelta(seconds=1)
     assert await store.claim_attempt(job_id, 1, callback_token_hash="h", deadline_at=deadline)
     assert [j.job_id for j in await store.overdue_attempts(utcnow())] == [job_id]
-    reported = await store.report_attempt_failure(job_id, 1, FAILURE, callback_token_hash="h")
+    reported = await store.report_failure(job_id, 1, FAILURE, callback_token_hash="h")
     assert reported is not None and reported.deadline_at is None
     assert await store.overdue_attempts(utcnow()) == []
     # A timeout, a success at once or an "accepted" after it: nothing changes.
-    assert await store.report_attempt_failure(job_id, 1, FAILURE) is None
-    assert await store.complete_at_once(job_id, 1, "1", callback_token_hash="h") is None
+    assert await store.report_failure(job_id, 1, FAILURE) is None
+    assert await store.complete(job_id, 1, "1", callback_token_hash="h") is None
     assert await store.mark_running(job_id, 1, "h") is None
     doc = await store.jobs.find_one({"_id": job_id})
     assert doc is not None

@@ -25,15 +25,18 @@ from jobplane.store import (
 FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
 
 
-def new_job(job_id: str = "job-1") -> NewJob:
+def new_job(
+    job_id: str = "job-1", *, app_id: str = "app", idempotency_key: str | None = None
+) -> NewJob:
     return NewJob(
         job_id=job_id,
-        app_id="app",
+        app_id=app_id,
         user_id="u1",
         job_type="thumbnail",
         payload='{"x": 1}',
         timeout_seconds=None,
         trace_id="trace-1",
+        idempotency_key=idempotency_key,
     )
 
 
@@ -47,10 +50,19 @@ async def test_create_job_is_idempotent(store: JobStore) -> None:
     assert job.attempt == 1
 
 
-async def test_idempotency_key_returns_the_first_job_id(store: JobStore) -> None:
-    assert await store.reserve_idempotency_key("app", "k", "job-a") == "job-a"
-    assert await store.reserve_idempotency_key("app", "k", "job-b") == "job-a"
-    assert await store.reserve_idempotency_key("other-app", "k", "job-c") == "job-c"
+async def test_create_job_with_an_idempotency_key_the_app_used_returns_that_job(
+    store: JobStore,
+) -> None:
+    job, created = await store.create_job(new_job(idempotency_key="k"))
+    again, created_again = await store.create_job(new_job("job-2", idempotency_key="k"))
+    other, created_other = await store.create_job(
+        new_job("job-3", app_id="other-app", idempotency_key="k")
+    )
+
+    assert created and not created_again and created_other
+    assert job == again
+    assert (job.status, job.attempt, job.idempotency_key) == (JobStatus.QUEUED, 1, "k")
+    assert other.job_id == "job-3"
 
 
 async def test_claim_happens_once_per_attempt(store: JobStore) -> None:
@@ -106,10 +118,10 @@ async def test_overdue_attempts_are_reported_once(store: JobStore) -> None:
     await store.claim_attempt("on-time", 1, callback_token_hash="h", deadline_at=future)
 
     assert [j.job_id for j in await store.overdue_attempts(utcnow())] == ["late"]
-    assert await store.report_attempt_failure("late", 1, FAILURE) is not None
+    assert await store.report_failure("late", 1, FAILURE) is not None
     assert await store.overdue_attempts(utcnow()) == []
     # The first report wins: a second one (a timeout after a failure) matches nothing.
-    assert await store.report_attempt_failure("late", 1, FAILURE) is None
+    assert await store.report_failure("late", 1, FAILURE) is None
 
 
 async def test_apps_users_and_notifications(store: JobStore) -> None:

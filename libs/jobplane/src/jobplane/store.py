@@ -10,6 +10,7 @@ jobplane.indexes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
@@ -24,9 +25,18 @@ from jobplane import indexes
 from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
-from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
+from jobplane.jobs import (
+    FAILABLE_STATUSES,
+    OPEN_STATUSES,
+    Job,
+    JobStatus,
+    Report,
+    failure_to_document,
+)
 
 Document = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 # The longest a change of an app or a user stays unseen by a service that read it before
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
@@ -87,6 +97,28 @@ class NewJob:
     payload: str
     timeout_seconds: int | None
     trace_id: str
+    idempotency_key: str | None = None
+
+    def document(self, now: datetime, announce_due_at: datetime) -> Document:
+        """The job document as inserted: queued, attempt 1, owing its ``job.requested``."""
+        doc: Document = {
+            "_id": self.job_id,
+            "app_id": self.app_id,
+            "user_id": self.user_id,
+            "job_type": self.job_type,
+            "payload": self.payload,
+            "timeout_seconds": self.timeout_seconds,
+            "trace_id": self.trace_id,
+            "status": JobStatus.QUEUED.value,
+            "attempt": 1,
+            "attempts": {},
+            "created_at": now,
+            "updated_at": now,
+            "announce_due_at": announce_due_at,
+        }
+        if self.idempotency_key is not None:
+            doc["idempotency_key"] = self.idempotency_key
+        return doc
 
 
 def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
@@ -101,7 +133,6 @@ class JobStore:
         self.jobs: AsyncCollection[Document] = database["jobs"]
         self.apps: AsyncCollection[Document] = database["apps"]
         self.users: AsyncCollection[Document] = database["users"]
-        self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
@@ -199,46 +230,27 @@ class JobStore:
 
     # -- job creation -----------------------------------------------------------------
 
-    async def reserve_idempotency_key(self, app_id: str, key: str, job_id: str) -> str:
-        """The job id this key stands for: ``job_id`` if the key is new, else the earlier one."""
-        doc_id = f"{app_id}:{key}"
-        try:
-            await self.idempotency_keys.insert_one(
-                {"_id": doc_id, "job_id": job_id, "created_at": utcnow()}
-            )
-            return job_id
-        except DuplicateKeyError:
-            existing = await self.idempotency_keys.find_one({"_id": doc_id})
-            if existing is None:  # pragma: no cover - keys are never deleted
-                raise
-            return str(existing["job_id"])
-
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert the job unless it exists; returns it and whether this call created it."""
+    async def create_job(
+        self, new: NewJob, *, announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE
+    ) -> tuple[Job, bool]:
+        """Insert the job, owing its ``job.requested`` (one command); returns it and whether
+        this call created it. A job id that exists already (a replayed request from the
+        Kafka path), or an Idempotency-Key the app used before, returns the earlier job."""
         now = utcnow()
-        created = True
+        doc = new.document(now, now + announce_grace)
         try:
-            await self.jobs.insert_one(
-                {
-                    "_id": new.job_id,
-                    "app_id": new.app_id,
-                    "user_id": new.user_id,
-                    "job_type": new.job_type,
-                    "payload": new.payload,
-                    "timeout_seconds": new.timeout_seconds,
-                    "trace_id": new.trace_id,
-                    "status": JobStatus.QUEUED.value,
-                    "attempt": 1,
-                    "attempts": {},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+            await self.jobs.insert_one(doc)
         except DuplicateKeyError:
-            created = False
-        job = await self.get_job(new.job_id)
-        assert job is not None  # just written, and jobs are never deleted
-        return job, created
+            if new.idempotency_key is None:
+                earlier = await self.jobs.find_one({"_id": new.job_id})
+            else:
+                earlier = await self.jobs.find_one(
+                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key}
+                )
+            if earlier is None:  # pragma: no cover - jobs are never deleted
+                raise
+            return Job.from_document(earlier), False
+        return Job.from_document(doc), True
 
     async def get_job(self, job_id: str) -> Job | None:
         doc = await self.jobs.find_one({"_id": job_id})
@@ -270,7 +282,7 @@ class JobStore:
             JobStatus.DISPATCHED,
             _claim_changes(attempt, now, callback_token_hash, deadline_at),
             unset=("next_attempt_at", "announce_due_at"),
-            also={"app_id": app_id} if app_id is not None else None,
+            guard={"app_id": app_id} if app_id is not None else None,
             now=now,
         )
 
@@ -294,7 +306,7 @@ class JobStore:
             (JobStatus.DISPATCHED,),
             JobStatus.DISPATCHED,
             _claim_changes(attempt, now, callback_token_hash, deadline_at),
-            also={
+            guard={
                 "app_id": app_id,
                 f"attempts.{attempt}.accepted_at": {"$exists": False},
                 f"attempts.{attempt}.report": {"$exists": False},
@@ -315,15 +327,41 @@ class JobStore:
             (JobStatus.DISPATCHED,),
             JobStatus.RUNNING,
             {f"attempts.{attempt}.accepted_at": now},
-            also={
-                # A reported attempt (a timeout, or a callback faster than us) stays as it is.
-                f"attempts.{attempt}.report": {"$exists": False},
-                **(_token_guard(attempt, callback_token_hash) or {}),
-            },
+            # A reported attempt (a timeout, or a callback faster than us) stays as it is.
+            guard=_first_report_guard(attempt, callback_token_hash),
             now=now,
         )
 
-    async def report_attempt_failure(
+    async def complete(
+        self,
+        job_id: str,
+        attempt: int,
+        result: str,
+        *,
+        callback_token_hash: str | None = None,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """dispatched / running → succeeded, if no outcome of the attempt was reported yet
+        (and, for a callback, its token is the attempt's); owes ``job.completed``."""
+        now = utcnow()
+        return await self._transition(
+            job_id,
+            attempt,
+            OPEN_STATUSES,
+            JobStatus.SUCCEEDED,
+            {
+                "result": result,
+                "finished_at": now,
+                "announce_due_at": now + announce_grace,
+                f"attempts.{attempt}.ended_at": now,
+                f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
+            },
+            unset=("deadline_at",),
+            now=now,
+            guard=_first_report_guard(attempt, callback_token_hash),
+        )
+
+    async def report_failure(
         self,
         job_id: str,
         attempt: int,
@@ -332,77 +370,29 @@ class JobStore:
         callback_token_hash: str | None = None,
         announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
     ) -> Job | None:
-        """The first report of an open attempt, a failure: stored at ``attempts.<n>.report``
-        with no deadline left, and ``job.failed`` owed. Matches nothing when a report (or a
-        result) came first, so a failure and a timeout can never both count."""
+        """The open ``attempt`` failed, as first reported: stores the report and owes
+        ``job.failed``. The status stays: the retry router's transition decides what follows.
+        The attempt's deadline goes (its outcome is known)."""
         now = utcnow()
-        update: Document = {
-            "$set": {
-                "updated_at": now,
-                f"attempts.{attempt}.report": {
-                    "status": "failed",
-                    "at": now,
-                    "error": failure_to_document(failure),
-                },
-                "announce_due_at": now + announce_grace,
-            },
-            "$unset": {"deadline_at": ""},
-        }
         guard: Document = {
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in OPEN_STATUSES]},
-            f"attempts.{attempt}.report": {"$exists": False},
-            **(_token_guard(attempt, callback_token_hash) or {}),
+            **_first_report_guard(attempt, callback_token_hash),
         }
         doc = await self.jobs.find_one_and_update(
-            guard, update, return_document=ReturnDocument.AFTER
+            guard,
+            {
+                "$set": {
+                    f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
+                    "announce_due_at": now + announce_grace,
+                    "updated_at": now,
+                },
+                "$unset": {"deadline_at": ""},
+            },
+            return_document=ReturnDocument.AFTER,
         )
         return Job.from_document(doc) if doc else None
-
-    async def complete_at_once(
-        self,
-        job_id: str,
-        attempt: int,
-        result: str,
-        *,
-        callback_token_hash: str,
-        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
-    ) -> Job | None:
-        """The backend answered the dispatch with the result: the first report of the attempt,
-        a success, → succeeded, ``job.completed`` owed."""
-        now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            (JobStatus.DISPATCHED,),
-            JobStatus.SUCCEEDED,
-            {
-                "result": result,
-                "finished_at": now,
-                f"attempts.{attempt}.ended_at": now,
-                f"attempts.{attempt}.report": {"status": "succeeded", "at": now},
-                "announce_due_at": now + announce_grace,
-            },
-            unset=("deadline_at",),
-            also={
-                f"attempts.{attempt}.report": {"$exists": False},
-                **(_token_guard(attempt, callback_token_hash) or {}),
-            },
-            now=now,
-        )
-
-    async def complete(self, job_id: str, attempt: int, result: str) -> Job | None:
-        """dispatched / running → succeeded."""
-        now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            OPEN_STATUSES,
-            JobStatus.SUCCEEDED,
-            {"result": result, "finished_at": now, f"attempts.{attempt}.ended_at": now},
-            now=now,
-        )
 
     async def schedule_retry(
         self,
@@ -474,21 +464,58 @@ class JobStore:
         *,
         now: datetime,
         unset: tuple[str, ...] = (),
-        also: Document | None = None,
+        guard: Document | None = None,
     ) -> Job | None:
         update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
-        guard: Document = {
+        query: Document = {
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
-            **(also or {}),
+            **(guard or {}),
         }
         doc = await self.jobs.find_one_and_update(
-            guard, update, return_document=ReturnDocument.AFTER
+            query, update, return_document=ReturnDocument.AFTER
         )
         return Job.from_document(doc) if doc else None
+
+    # -- the outbox relay ----------------------------------------------------------------
+
+    async def due_announcements(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs whose owed event is overdue (``announce_due_at < now``), oldest first."""
+        cursor = self.jobs.find(
+            {"announce_due_at": {"$lt": now}}, sort=[("announce_due_at", 1)], limit=limit
+        )
+        due: list[Job] = []
+        async for doc in cursor:
+            try:
+                due.append(Job.from_document(doc))
+            except (KeyError, TypeError, ValueError) as exc:
+                # No event can be built from it: drop the debt so that it does not hold the
+                # head of every batch for ever.
+                log.error(
+                    "unreadable job owes an event; dropped",
+                    extra={"fields": {"job_id": str(doc.get("_id")), "error": repr(exc)}},
+                )
+                await self.jobs.update_one({"_id": doc["_id"]}, {"$unset": {"announce_due_at": ""}})
+        return due
+
+    async def postpone_announcement(self, job: Job, next_due_at: datetime) -> bool:
+        """Take ``job``'s overdue announcement (push it to ``next_due_at``): False when
+        another relay took it or its consumer has acted since ``job`` was read."""
+        result = await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$set": {"announce_due_at": next_due_at}, "$inc": {"announce_relays": 1}},
+        )
+        return result.modified_count == 1
+
+    async def drop_announcement(self, job: Job) -> None:
+        """``job`` owes nothing after all (its state has no event to announce)."""
+        await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$unset": {"announce_due_at": ""}},
+        )
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -669,6 +696,14 @@ def _claim_state(record: Document | None) -> MailClaim:
     return MailClaim.DONE
 
 
+def _first_report_guard(attempt: int, callback_token_hash: str | None) -> Document:
+    """The first report of an attempt wins; a callback's must carry the attempt's token."""
+    guard: Document = {f"attempts.{attempt}.report": {"$exists": False}}
+    if callback_token_hash is not None:
+        guard[f"attempts.{attempt}.callback_token_hash"] = callback_token_hash
+    return guard
+
+
 def _user_key(app_id: str, user_id: str) -> str:
     return f"{app_id}:{user_id}"
 
@@ -684,9 +719,3 @@ def _claim_changes(
         # a forged one.
         f"attempts.{attempt}.callback_token_hash": callback_token_hash,
     }
-
-
-def _token_guard(attempt: int, callback_token_hash: str | None) -> Document | None:
-    if callback_token_hash is None:
-        return None
-    return {f"attempts.{attempt}.callback_token_hash": callback_token_hash}

@@ -69,7 +69,7 @@ class DeadlineSweeper:
                 message=f"no result by the deadline {deadline}",
                 retryable=True,
             )
-            reported = await self.store.report_attempt_failure(
+            reported = await self.store.report_failure(
                 job.job_id, job.attempt, failure, announce_grace=self.announce_grace
             )
             if reported is None:

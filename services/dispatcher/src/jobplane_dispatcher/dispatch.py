@@ -227,7 +227,7 @@ class Dispatcher:
                 and attempt is not None
                 and attempt.dispatched_at is not None
                 and attempt.accepted_at is None
-                and not attempt.reported
+                and attempt.report is None
             ):
                 now = utcnow()
                 if now < attempt.dispatched_at + lease:
@@ -281,7 +281,7 @@ class Dispatcher:
                 # The callback (or a timeout report) overtook us: it already decided.
                 log.info("accepted, but the attempt has moved on already")
         elif isinstance(outcome, CompletedAtOnce):
-            job = await self.store.complete_at_once(
+            job = await self.store.complete(
                 event.job_id,
                 event.attempt,
                 outcome.result,
@@ -295,7 +295,7 @@ class Dispatcher:
         else:
             assert isinstance(outcome, Failed)
             failure = outcome.failure
-            reported = await self.store.report_attempt_failure(
+            reported = await self.store.report_failure(
                 event.job_id,
                 event.attempt,
                 failure,
