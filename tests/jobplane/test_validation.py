@@ -8,26 +8,49 @@ import pytest
 from jobplane.validation import (
     MAX_TIMEOUT_SECONDS,
     MIN_TIMEOUT_SECONDS,
-    check_id,
+    check_app_id,
+    check_job_id,
     check_job_type,
     check_json_text,
     check_timeout_seconds,
+    check_user_id,
     clamp_timeout_seconds,
 )
 
 
-@pytest.mark.parametrize("value", ["a", "app-1", "user@example.com", "A.b_c:d-9", "x" * 128])
-def test_good_ids_pass(value: str) -> None:
-    assert check_id(value) is None
+@pytest.mark.parametrize("value", ["a", "u-1", "user@example.com", "A.b_c:d-9~+", "x" * 128])
+def test_good_user_ids_pass(value: str) -> None:
+    assert check_user_id(value) is None
 
 
-@pytest.mark.parametrize(
-    "value",
-    ["", "-a", ".a", "a b", "a/b", "x" * 129, "a\n", "a\x1c", "a\x1e", "a\x85", "a\u2028", "é"],
-)
-def test_bad_ids_fail_with_the_name_of_the_field(value: str) -> None:
-    problem = check_id(value, "user id")
+BAD_TEXT = ["", "a b", "a/b", "a\n", "a\x1c", "a\x1e", "a\x85", "a\u2028", "é"]
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "-a", ".a", "x" * 129])
+def test_bad_user_ids_fail_with_the_name_of_the_field(value: str) -> None:
+    problem = check_user_id(value)
     assert problem is not None and problem.startswith("user id ")
+
+
+@pytest.mark.parametrize("value", ["a", "app-1", "x" * 63])
+def test_good_app_ids_pass(value: str) -> None:
+    assert check_app_id(value) is None
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "App", "a_b", "-a", "x" * 64])
+def test_bad_app_ids_fail(value: str) -> None:
+    problem = check_app_id(value)
+    assert problem is not None and problem.startswith("app id ")
+
+
+@pytest.mark.parametrize("value", ["0f3a9c", "ext:job.1_2-3", "x" * 200])
+def test_good_job_ids_pass(value: str) -> None:
+    assert check_job_id(value) is None
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "x" * 201])
+def test_bad_job_ids_fail(value: str) -> None:
+    assert check_job_id(value) is not None
 
 
 @pytest.mark.parametrize("value", ["thumbnail", "video/encode", "a:b.c_d-e", "x" * 100])

@@ -17,26 +17,47 @@ import math
 import re
 from typing import Any
 
-# App, user and job ids.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+# An app id is chosen by the administrator: lower case, a DNS label's shape.
+APP_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# A user id as the app knows it: letters, digits and ``. _ ~ : @ + -``; no slash (it is a
+# path segment), no space, no control character.
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@+-]{0,127}$"
+# Job ids are made by the gateway (hex) or by an app producing to Kafka itself.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 JOB_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
 # An attempt's timeout: at least a second, at most a day (the deadline arithmetic and the
 # Avro int stay far from their limits).
 MIN_TIMEOUT_SECONDS = 1
 MAX_TIMEOUT_SECONDS = 86_400
 
-_ID = re.compile(ID_PATTERN)
+_APP_ID = re.compile(APP_ID_PATTERN)
+_USER_ID = re.compile(USER_ID_PATTERN)
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 _JOB_TYPE = re.compile(JOB_TYPE_PATTERN)
 
 
-def check_id(value: str, what: str = "id") -> str | None:
-    """An app, user or job id."""
-    if _ID.fullmatch(value):
+def check_app_id(value: str) -> str | None:
+    if _APP_ID.fullmatch(value):
         return None
     return (
-        f"{what} {value[:140]!r} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ : @ -, "
+        f"app id {value[:80]!r} is not valid: 1 to 63 characters of a-z 0-9 -, "
         "starting with a letter or digit"
     )
+
+
+def check_user_id(value: str) -> str | None:
+    if _USER_ID.fullmatch(value):
+        return None
+    return (
+        f"user id {value[:140]!r} is not valid: 1 to 128 characters of A-Z a-z 0-9 . _ ~ : @ + -, "
+        "starting with a letter or digit"
+    )
+
+
+def check_job_id(value: str) -> str | None:
+    if _JOB_ID.fullmatch(value):
+        return None
+    return f"job id {value[:210]!r} is not valid: 1 to 200 characters of A-Z a-z 0-9 _ . : -"
 
 
 def check_job_type(value: str) -> str | None:

@@ -35,9 +35,11 @@ from jobplane.security import hash_secret
 from jobplane.store import App, JobStore, NewJob, utcnow
 from jobplane.topics import Topics
 from jobplane.validation import (
-    check_id,
+    check_app_id,
+    check_job_id,
     check_job_type,
     check_timeout_seconds,
+    check_user_id,
     clamp_timeout_seconds,
     parse_json_text,
 )
@@ -68,9 +70,9 @@ def attempt_timeout_seconds(event: JobRequested, app: App) -> int:
 def request_problem(event: JobRequested) -> str | None:
     """What the gateway would refuse in this request (other than its JSON payload)."""
     return (
-        check_id(event.job_id, "job id")
-        or check_id(event.app_id, "app id")
-        or check_id(event.user_id, "user id")
+        check_job_id(event.job_id)
+        or check_app_id(event.app_id)
+        or check_user_id(event.user_id)
         or check_job_type(event.job_type)
         or check_timeout_seconds(event.timeout_seconds)
     )

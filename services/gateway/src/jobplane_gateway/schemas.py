@@ -16,6 +16,13 @@ from typing import Annotated, Any, Literal
 from fastapi import HTTPException, status
 from jobplane.events import Failure
 from jobplane.jobs import Attempt, Job, JobStatus, Report
+from jobplane.validation import (
+    APP_ID_PATTERN,
+    JOB_TYPE_PATTERN,
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    USER_ID_PATTERN,
+)
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
@@ -28,18 +35,10 @@ from pydantic import (
     model_validator,
 )
 
-# The longest a job's attempt may take: one day. Also the bound of an app's default.
-MAX_TIMEOUT_SECONDS = 86_400
 MAX_CONCURRENCY = 10_000
 MAX_ADMIN_EMAILS = 50
 MAX_ERROR_MESSAGE_CHARS = 10_000
 
-APP_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-# A user id as the app knows it: letters, digits and ``. _ ~ : @ + -``; no slash (it is a
-# path segment), no space, no control character.
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@+-]{0,127}$"
-JOB_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
-JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 # Printable ASCII without space.
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,200}$"
 
@@ -47,7 +46,7 @@ AppId = Annotated[str, StringConstraints(pattern=APP_ID_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 JobType = Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)]
 # Strict: a whole number of seconds in JSON, not "60" nor 60.5.
-Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_SECONDS, strict=True)]
+Timeout = Annotated[int, Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True)]
 # email-validator refuses control characters, line separators and malformed domains.
 Email = EmailStr
 

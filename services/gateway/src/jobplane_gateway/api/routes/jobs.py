@@ -11,11 +11,11 @@ from jobplane import codec
 from jobplane.jobs import Job
 from jobplane.logs import bind, fields
 from jobplane.store import NewJob, utcnow
+from jobplane.validation import JOB_ID_PATTERN
 
 from jobplane_gateway.api.deps import AppDep, BusDep, SettingsDep, StoreDep, TraceIdDep
 from jobplane_gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
-    JOB_ID_PATTERN,
     JobAccepted,
     JobOut,
     JobSubmit,
