@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobplane_local.service import Service
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -111,9 +112,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
     }
     log(f"servers on their bench ports under {servers.config.local_dir}")
-    await asyncio.to_thread(servers.up, log)
     bench = systems.Bench(servers, RESULTS, log)
-    backend = await asyncio.to_thread(systems.start_backend, bench)
     main: dict[str, list[Figures]] = {}
     scenario_results: dict[str, Figures] = {}
     hot: dict[str, Any] = {}
@@ -121,7 +120,10 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("e-mails, {task.fields[submitted]} submitted"), TimeElapsedColumn(),
     )  # fmt: skip
+    backend: Service | None = None
     try:
+        await asyncio.to_thread(servers.up, log)
+        backend = await asyncio.to_thread(systems.start_backend, bench)
         with Progress(*columns, console=console) as progress:
             run = Runner(bench, progress)
             spec = functools.partial(systems.RunSpec, jobs=args.jobs, in_flight=args.in_flight)
@@ -211,7 +213,8 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         log("raw floor of the parts")
         floor_figures = await floor.measure(servers, max(100, args.jobs // 2))
     finally:
-        await asyncio.to_thread(backend.stop, lambda _: None)
+        if backend is not None:
+            await asyncio.to_thread(backend.stop, lambda _: None)
         if not args.keep_servers:
             await asyncio.to_thread(servers.down, log)
     meta["load_after"] = os.getloadavg()

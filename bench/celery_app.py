@@ -23,6 +23,7 @@ The pool (prefork with 2 processes, threads, gevent) is chosen on the command li
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import smtplib
@@ -58,6 +59,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
 )
+
+# One line per HTTP request at INFO would be the worker's main logging cost; Jobplane's
+# services do not log them either.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _local = threading.local()
 
@@ -110,7 +115,7 @@ def mail(to: str, job_id: str, job_type: str, outcome: str, detail: str) -> Emai
 
 @app.task(bind=True, max_retries=len(RETRY_DELAYS))
 def run_job(
-    self: Task,  # type: ignore[type-arg]
+    self: Task,
     job_id: str,
     email: str,
     job_type: str,

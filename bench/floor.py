@@ -23,7 +23,8 @@ from bench.infra import HOST, BenchServers
 
 def kafka_floor(bootstrap: str, messages: int) -> float:
     from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     topic = f"bench-floor-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -95,7 +95,7 @@ class RedisServer(Service):
 
     @property
     def marker(self) -> str:
-        return f"{self.config.host}:{REDIS_PORT}"
+        return "redis-server"
 
     @property
     def ports(self) -> list[Port]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sys
 import tempfile
 import time
@@ -27,8 +26,9 @@ from jobplane_local.platform import PlatformProcess
 from jobplane_local.service import Log, Port, Service, inherited_env
 
 from bench import mail, metrics, profiling
+from bench.figures import cost_figures, outcome_figures, retry_figures
 from bench.infra import BACKEND_PORT, GATEWAY_PORT, HOST, BenchServers
-from bench.stats import Figures, latency_figures, lateness_figures, per_job
+from bench.stats import Figures, per_job
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-key"
@@ -193,8 +193,8 @@ async def load(spec: dict[str, Any], on_submitted: Callable[[int], None]) -> Loa
             on_submitted(int(line.split()[1]))
     if await process.wait() != 0:
         raise RuntimeError(f"the load generator failed (exit {process.returncode})")
-    result = json.loads(path.read_text())
-    path.unlink()
+    result = json.loads(await asyncio.to_thread(path.read_text))
+    await asyncio.to_thread(path.unlink)
     return Load([tuple(s) for s in result["submits"]], result["cpu_seconds"], result["peak_rss"])
 
 
@@ -212,14 +212,14 @@ async def wait_for_mail(
     watcher: mail.MailWatcher,
     ids: Callable[[], set[str]],
     loading: asyncio.Task[Load],
-    timeout: float,
+    within: float,
     progress: Progress,
     submitted: Callable[[], int],
     stall: float = 120.0,
 ) -> None:
-    """Until every submitted job's e-mail is in, the run times out, or nothing moves for
-    `stall` seconds after the last submit."""
-    deadline = time.monotonic() + timeout
+    """Until every submitted job's e-mail is in, the run takes longer than `within` seconds,
+    or nothing moves for `stall` seconds after the last submit."""
+    deadline = time.monotonic() + within
     last_change, last_count = time.monotonic(), -1
     while time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -234,42 +234,6 @@ async def wait_for_mail(
                 return
             if time.monotonic() - last_change > stall:
                 return
-
-
-def outcome_figures(
-    submits: list[tuple[str, float, float, int]], received: dict[str, float]
-) -> Figures:
-    accepted = [s for s in submits if s[3] == 202]
-    delivered = [s for s in accepted if s[0] in received]
-    first = min((s[1] for s in submits), default=math.nan)
-    last = max((received[s[0]] for s in delivered), default=math.nan)
-    last_answer = max((s[2] for s in submits), default=math.nan)
-    return {
-        "jobs/s end to end": per_job(len(delivered), 1) / (last - first) if delivered else 0.0,
-        "submits/s": len(accepted) / (last_answer - first) if accepted else 0.0,
-        **latency_figures("submit→e-mail", [received[s[0]] - s[1] for s in delivered]),
-        **latency_figures("accept", [s[2] - s[1] for s in accepted], (50, 99)),
-        "jobs": float(len(submits)),
-        "rejected submits": float(len(submits) - len(accepted)),
-        "e-mails missing": float(len(accepted) - len(delivered)),
-    }
-
-
-def cost_figures(
-    meter: metrics.ProcessMeter, load_result: Load, jobs: int, platform: list[str]
-) -> Figures:
-    figures: Figures = {}
-    cpu = dict(meter.cpu)
-    cpu["client"] = load_result.cpu_seconds
-    for name, seconds in cpu.items():
-        figures[f"CPU ms/job {name}"] = per_job(seconds * 1000, jobs)
-    figures["CPU ms/job platform"] = per_job(sum(cpu[n] for n in platform) * 1000, jobs)
-    everything = [n for n in cpu if n != "backend"]
-    figures["CPU ms/job all but backend"] = per_job(sum(cpu[n] for n in everything) * 1000, jobs)
-    for name, rss in meter.peak_rss.items():
-        figures[f"peak RSS MB {name}"] = rss / 2**20
-    figures["peak RSS MB client"] = load_result.peak_rss / 2**20
-    return figures
 
 
 # --- Jobplane --------------------------------------------------------------------------------
@@ -505,7 +469,16 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
     jobs = spec.jobs
     figures = outcome_figures(load_result.submits, watcher.received)
     service_names = [p.name for p in processes]
-    figures.update(cost_figures(meter, load_result, jobs, [*service_names, "kafka", "store"]))
+    figures.update(
+        cost_figures(
+            meter.cpu,
+            meter.peak_rss,
+            load_result.cpu_seconds,
+            load_result.peak_rss,
+            jobs,
+            [*service_names, "kafka", "store"],
+        )
+    )
     ops = metrics.counter_delta(ops_before, ops_after)
     figures["store commands/job"] = per_job(sum(ops.values()), jobs)
     for name, count in ops.items():
@@ -520,23 +493,6 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
         if recording.output.exists():
             hot[recording.name] = profiling.hot_spots(recording.output.read_text())
     return RunResult(spec, figures, hot)
-
-
-def retry_figures(calls: list[dict[str, Any]], due: dict[tuple[str, int], float] | None) -> Figures:
-    """Actual minus due time of every retry, as the backend saw it arrive."""
-    first_call: dict[tuple[str, int], dict[str, Any]] = {}
-    for call in calls:
-        first_call.setdefault((call["job_id"], call["attempt"]), call)
-    lateness = []
-    for key, call in first_call.items():
-        if key[1] < 2:
-            continue
-        due_at = call.get("due_at") if due is None else due.get(key)
-        if due_at is not None:
-            lateness.append(call["at"] - due_at)
-    figures = lateness_figures("retry lateness", lateness)
-    figures["backend calls/job"] = per_job(len(calls), len({c["job_id"] for c in calls}))
-    return figures
 
 
 async def warm_up(bench: Bench, base: dict[str, Any], email: str) -> None:
@@ -629,7 +585,16 @@ async def run_celery(bench: Bench, spec: RunSpec, progress: Progress) -> RunResu
     finally:
         await asyncio.to_thread(worker.stop, lambda _: None)
     figures = outcome_figures(load_result.submits, watcher.received)
-    figures.update(cost_figures(meter, load_result, spec.jobs, ["worker", "redis"]))
+    figures.update(
+        cost_figures(
+            meter.cpu,
+            meter.peak_rss,
+            load_result.cpu_seconds,
+            load_result.peak_rss,
+            spec.jobs,
+            ["worker", "redis"],
+        )
+    )
     figures["Redis commands/job"] = per_job(commands_after - commands_before, spec.jobs)
     figures.update(retry_figures(calls["calls"], None))
     figures["backend max in flight"] = float(calls["max_in_flight"])
