@@ -51,13 +51,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="main runs per system (default 3)")
     parser.add_argument("--in-flight", type=int, default=32, help="submits in flight (32)")
     parser.add_argument(
-        "--preload", type=int, default=0, help="also run Jobplane with N old jobs stored first"
+        "--preload",
+        type=int,
+        default=100_000,
+        help="also run Jobplane with N old finished jobs stored first (100,000; 0: no)",
     )
     parser.add_argument("--only", choices=["jobplane", "celery"], help="one system only")
     parser.add_argument("--quick", action="store_true", help="100 jobs, 1 run: for development")
     parser.add_argument("--profile", action="store_true", help="py-spy on each service, 1 run")
     parser.add_argument(
         "--celery-pool", help="prefork:2, threads:32 or gevent:32; default: the best of them"
+    )
+    parser.add_argument(
+        "--callback",
+        action="store_true",
+        help="the backend answers Jobplane 202 and posts the result back (Celery: 200 as ever)",
     )
     parser.add_argument("--no-scenarios", action="store_true", help="main runs (and floor) only")
     parser.add_argument("--keep-servers", action="store_true", help="leave the servers running")
@@ -126,7 +134,12 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         backend = await asyncio.to_thread(systems.start_backend, bench)
         with Progress(*columns, console=console) as progress:
             run = Runner(bench, progress)
-            spec = functools.partial(systems.RunSpec, jobs=args.jobs, in_flight=args.in_flight)
+            spec = functools.partial(
+                systems.RunSpec,
+                jobs=args.jobs,
+                in_flight=args.in_flight,
+                mode="callback" if args.callback else "result",
+            )
             want = [s for s in ("jobplane", "celery") if args.only in (None, s)]
 
             pool, size = pool_choice(args.celery_pool or "prefork:2")

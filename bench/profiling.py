@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+# Frames every sample of a service passes through: they say nothing about where time goes.
+ENTRY_POINTS = ("<module> ", "run (jobplane")
 IDLE = ("select (selectors.py", "epoll", "_run_once (asyncio/base_events.py", "poll ")
 
 
@@ -99,5 +101,7 @@ def hot_spots(collapsed: str, top: int = 10, own: tuple[str, ...] = ("jobplane",
             continue
         leaf[frames[-1]] += count
         for frame in dict.fromkeys(f for f in frames if any(o in f for o in own)):
+            if frame.startswith(ENTRY_POINTS):
+                continue
             inclusive[frame] += count
     return HotSpots(samples, idle, leaf.most_common(top), inclusive.most_common(top))
