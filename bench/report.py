@@ -64,8 +64,13 @@ def grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def side_by_side(jobplane: Sequence[Figures], celery: Sequence[Figures]) -> list[str]:
-    """Medians of each system's runs, the ratio Jobplane / Celery, and every run's value."""
+def side_by_side(
+    jobplane: Sequence[Figures],
+    celery: Sequence[Figures],
+    headline: Mapping[str, Figures] | None = None,
+) -> list[str]:
+    """Medians of each system's runs, the ratio Jobplane / Celery, and every run's value; then
+    the scenarios' key figures (`headline`: system → figures of its single run)."""
     mj, mc = medians(jobplane), medians(celery)
     names = [n for n in MAIN_FIGURES if n in mj or n in mc]
     extra = sorted(
@@ -78,6 +83,11 @@ def side_by_side(jobplane: Sequence[Figures], celery: Sequence[Figures]) -> list
         runs_j = " ".join(fmt(r.get(name, math.nan)) for r in jobplane)
         runs_c = " ".join(fmt(r.get(name, math.nan)) for r in celery)
         rows.append([name, fmt(a), fmt(b), fmt(ratio(a, b)), runs_j, runs_c])
+    headline = headline or {}
+    hj, hc = headline.get("jobplane", {}), headline.get("celery", {})
+    for name in dict.fromkeys([*hj, *hc]):
+        a, b = hj.get(name, math.nan), hc.get(name, math.nan)
+        rows.append([name, fmt(a), fmt(b), fmt(ratio(a, b)), "(1 run)", "(1 run)"])
     header = ["median of runs", "Jobplane", "Celery", "J/C", "Jobplane runs", "Celery runs"]
     return grid(header, rows)
 
@@ -99,6 +109,7 @@ def floor_table(floor: Mapping[str, float]) -> list[str]:
 def document(
     meta: Mapping[str, Any],
     main: Mapping[str, Sequence[Figures]],
+    headline: Mapping[str, Figures],
     scenario_results: Mapping[str, Figures],
     floor: Mapping[str, float],
     hot_spots: Mapping[str, Any],
@@ -108,6 +119,7 @@ def document(
         "main": {
             system: {"runs": list(runs), "median": medians(runs)} for system, runs in main.items()
         },
+        "headline": dict(headline),
         "scenarios": dict(scenario_results),
         "floor": dict(floor),
         "hot_spots": dict(hot_spots),

@@ -94,6 +94,13 @@ def test_side_by_side_table_has_medians_ratio_and_every_run() -> None:
     assert row.split()[4:] == ["50", "25", "2", "40", "60", "25"]
 
 
+def test_scenario_headlines_join_the_side_by_side_table() -> None:
+    lines = report.side_by_side(
+        [{"x": 1.0}], [{"x": 1.0}], {"jobplane": {"late p99": 40.0}, "celery": {"late p99": 4.0}}
+    )
+    assert lines[-1].split() == ["late", "p99", "40", "4", "10", "(1", "run)", "(1", "run)"]
+
+
 def test_scenarios_table_has_a_row_per_scenario() -> None:
     lines = report.scenarios({"x": {"jobs/s end to end": 1.5}, "y": {"retry lateness p99 ms": 3}})
     assert lines[0].split() == ["scenario", "jobs/s", "late", "p99"]
@@ -105,6 +112,7 @@ def test_json_document_has_no_nan(tmp_path: Path) -> None:
     doc = report.document(
         {"command": "python -m bench"},
         {"jobplane": [{"a": 1.0}, {"a": math.nan}]},
+        {"jobplane": {"h": 2.0}},
         {"s": {"b": math.nan}},
         {"SMTP sends": 300.0},
         {},
