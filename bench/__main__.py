@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import json
 import os
 import platform
 import shlex
@@ -85,6 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the backend answers Jobplane 202 and posts the result back (Celery: 200 as ever)",
     )
     parser.add_argument("--no-scenarios", action="store_true", help="main runs (and floor) only")
+    parser.add_argument("--report", type=Path, help="print a saved result (JSON) again and stop")
     parser.add_argument("--keep-servers", action="store_true", help="leave the servers running")
     args = parser.parse_args(argv)
     if args.quick:
@@ -226,7 +228,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(doc: dict[str, Any]) -> None:
     meta = doc["meta"]
-    out = Console()
+    out = Console(width=250, highlight=False, soft_wrap=True)
     out.print(f"\nJobplane vs Celery + Redis — {meta['command']}", highlight=False)
     out.print(
         f"{meta['machine']}, Python {meta['python']}; load average before "
@@ -259,6 +261,9 @@ def print_report(doc: dict[str, Any]) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.report:
+        print_report(json.loads(args.report.read_text()))
+        return
     doc = asyncio.run(bench_main(args))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     json_path = RESULTS / f"bench-{stamp}.json"

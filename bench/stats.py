@@ -38,12 +38,13 @@ def lateness_figures(name: str, seconds: Sequence[float]) -> Figures:
     }
 
 
-def median(values: Iterable[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
+def median(values: Iterable[float | None]) -> float:
+    """The median of the known values (NaN, or None from a JSON file, is unknown)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(finite) if finite else math.nan
 
 
-def medians(runs: Sequence[Mapping[str, float]]) -> Figures:
+def medians(runs: Sequence[Mapping[str, float | None]]) -> Figures:
     """Figure by figure, the median over the runs that have it."""
     names: list[str] = []
     for run in runs:
@@ -51,8 +52,8 @@ def medians(runs: Sequence[Mapping[str, float]]) -> Figures:
     return {name: median(run[name] for run in runs if name in run) for name in names}
 
 
-def ratio(a: float, b: float) -> float:
-    if math.isnan(a) or math.isnan(b) or b == 0:
+def ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
         return math.nan
     return a / b
 

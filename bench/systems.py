@@ -353,8 +353,9 @@ def preload(uri: str, database: str, count: int, log: Log) -> None:
                 }
             )
         jobs.insert_many(docs, ordered=False)
+    stored = jobs.count_documents({})
     client.close()
-    log(f"preloaded {count} finished jobs in {time.monotonic() - began:.1f}s")
+    log(f"preloaded {count} finished jobs in {time.monotonic() - began:.1f}s ({stored} stored)")
 
 
 def retry_due_times(bootstrap: str, prefix: str) -> dict[tuple[str, int], float]:
@@ -482,7 +483,7 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
     ops = metrics.counter_delta(ops_before, ops_after)
     figures["store commands/job"] = per_job(sum(ops.values()), jobs)
     for name, count in ops.items():
-        figures[f"store {name}/job"] = per_job(count, jobs)
+        figures[f"store op {name}/job"] = per_job(count, jobs)
     figures["Kafka messages/job"] = per_job(
         sum(offsets_after.values()) - sum(offsets_before.get(t, 0) for t in offsets_after), jobs
     )
