@@ -48,7 +48,11 @@ HALF_RATE = [
 FAILING = [
     (f"retry lateness {q} ms", f"retry lateness {q} ms (10% failing)")
     for q in ("min", "p50", "p99", "max")
-] + [("jobs/s end to end", "jobs/s with 10% failing")]
+] + [
+    ("retry released p50 ms", "retry service's own lateness p50 ms"),
+    ("retry released p99 ms", "retry service's own lateness p99 ms"),
+    ("jobs/s end to end", "jobs/s with 10% failing"),
+]
 SLOW = [("jobs/s end to end", "jobs/s with a 200 ms backend")]
 
 

@@ -5,6 +5,7 @@ Pure functions, so that they are tested without any server (`tests/bench/`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -72,3 +73,19 @@ def retry_figures(
     figures = lateness_figures("retry lateness", lateness)
     figures["backend calls/job"] = per_job(len(calls), len({c["job_id"] for c in calls}))
     return figures
+
+
+def released_late_ms(log_text: str) -> list[float]:
+    """How late the retry service itself re-requested each retry (its "retry requested" log
+    lines' `late_ms`), to tell its share of the lateness from the dispatch that follows."""
+    late = []
+    for line in log_text.splitlines():
+        if '"retry requested"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("msg") == "retry requested" and "late_ms" in record:
+            late.append(float(record["late_ms"]))
+    return late

@@ -37,6 +37,8 @@ SCENARIO_FIGURES = [
     ("late p50", "retry lateness p50 ms"),
     ("late p99", "retry lateness p99 ms"),
     ("late max", "retry lateness max ms"),
+    ("released p50", "retry released p50 ms"),
+    ("released p99", "retry released p99 ms"),
     ("backend in flight", "backend max in flight"),
     ("missing", "e-mails missing"),
 ]

@@ -26,9 +26,9 @@ from jobplane_local.platform import PlatformProcess
 from jobplane_local.service import Log, Port, Service, inherited_env
 
 from bench import mail, metrics, profiling
-from bench.figures import cost_figures, outcome_figures, retry_figures
+from bench.figures import cost_figures, outcome_figures, released_late_ms, retry_figures
 from bench.infra import BACKEND_PORT, GATEWAY_PORT, HOST, BenchServers
-from bench.stats import Figures, per_job
+from bench.stats import Figures, lateness_figures, per_job
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "bench-admin-key"
@@ -488,6 +488,10 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
         sum(offsets_after.values()) - sum(offsets_before.get(t, 0) for t in offsets_after), jobs
     )
     figures.update(retry_figures(calls["calls"], due))
+    retry_log = next(p for p in processes if p.name == "retry").log_file
+    if retry_log.exists():
+        released = released_late_ms(retry_log.read_text(errors="replace"))
+        figures.update(lateness_figures("retry released", [ms / 1000 for ms in released]))
     figures["backend max in flight"] = float(calls["max_in_flight"])
     hot = {}
     for recording in recordings:
