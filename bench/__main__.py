@@ -172,7 +172,13 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                 for choice in ("prefork:2", "threads:32", "gevent:32"):
                     p, n = pool_choice(choice)
                     result = await run(
-                        spec(system="celery", scenario=f"pool {choice}", pool=p, pool_size=n)
+                        spec(
+                            system="celery",
+                            scenario=f"pool {choice}",
+                            pool=p,
+                            pool_size=n,
+                            jobs=max(50, args.jobs // 4),  # enough to rank the pools
+                        )
                     )
                     sweep[choice] = result.figures["jobs/s end to end"]
                     scenario_results[f"celery pool {choice}"] = result.figures

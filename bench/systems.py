@@ -215,7 +215,7 @@ async def wait_for_mail(
     within: float,
     progress: Progress,
     submitted: Callable[[], int],
-    stall: float = 120.0,
+    stall: float = 60.0,
 ) -> None:
     """Until every submitted job's e-mail is in, the run takes longer than `within` seconds,
     or nothing moves for `stall` seconds after the last submit."""
