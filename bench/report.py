@@ -188,7 +188,11 @@ def plot(path: Path, doc: Mapping[str, Any]) -> None:
     ax.set_title("CPU ms per job, by process")
     ax = axes[1][1]
     labels = list(doc["scenarios"])
-    ax.barh(labels, [doc["scenarios"][lb].get("jobs/s end to end") or 0 for lb in labels])
+    ax.barh(
+        labels,
+        [doc["scenarios"][lb].get("jobs/s end to end") or 0 for lb in labels],
+        color=[colours["celery" if lb.startswith("celery") else "jobplane"] for lb in labels],
+    )
     ax.set_title("jobs/s by scenario")
     ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"Jobplane vs Celery — {doc['meta'].get('started', '')}")
