@@ -1,19 +1,22 @@
 """The benchmark's own servers, on its own ports, so that it never disturbs anything else.
 
 Kafka and the SMTP sink come from `jobplane_local` (the same classes `make up` uses), under
-`.local/bench/`. The store is `secantusd-rs`, started here until `jobplane_local` has it as its
-"store" service; then `servers()` becomes `jobplane_local.infra.services(config, [...])`.
+`.local/bench/`. The store is `secantusd-rs`: jobplane_local's "store" service where it has one,
+otherwise started here the same way.
 Redis (Debian's `redis-server`) is Celery's broker and result backend.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from jobplane_local import infra
 from jobplane_local.config import LocalConfig
 from jobplane_local.kafka import Kafka
 from jobplane_local.paths import default_local_dir
@@ -36,17 +39,29 @@ STORE_BINARY = (
 )
 
 
+# The local store's port setting: `store_port` once jobplane_local runs secantusd-rs itself.
+_STORE_PORT_FIELD = next(
+    f.name for f in dataclasses.fields(LocalConfig) if f.name in ("store_port", "ferretdb_port")
+)
+
+
 def bench_config() -> LocalConfig:
     local_dir = Path(os.environ.get("JOBPLANE_BENCH_DIR") or default_local_dir() / "bench")
+    ports: dict[str, Any] = {_STORE_PORT_FIELD: STORE_PORT}
     return LocalConfig(
         local_dir=local_dir.resolve(),
         kafka_port=KAFKA_PORT,
         kafka_controller_port=KAFKA_CONTROLLER_PORT,
-        ferretdb_port=STORE_PORT,
         smtp_port=SMTP_PORT,
         mail_dir=local_dir.resolve() / "smtp" / "mail",
         kafka_heap="1g",
+        **ports,
     )
+
+
+def store_port(config: LocalConfig) -> int:
+    port: int = getattr(config, _STORE_PORT_FIELD)
+    return port
 
 
 class SecantusStore(Service):
@@ -60,7 +75,7 @@ class SecantusStore(Service):
 
     @property
     def ports(self) -> list[Port]:
-        return [Port(self.config.ferretdb_port, "the bench store", "-")]
+        return [Port(store_port(self.config), "the bench store", "-")]
 
     def install(self, log: Log) -> None:
         if not STORE_BINARY.exists():
@@ -74,14 +89,14 @@ class SecantusStore(Service):
         return [
             str(STORE_BINARY),
             "--host", self.config.host,
-            "--port", str(self.config.ferretdb_port),
+            "--port", str(store_port(self.config)),
             "--storage-path", str(self.data_dir),
             "--log-level", "WARNING",
             "--cache-size", "1G",
         ]  # fmt: skip
 
     def ready(self) -> bool:
-        return port_open(self.config.host, self.config.ferretdb_port)
+        return port_open(self.config.host, store_port(self.config))
 
 
 class RedisServer(Service):
@@ -123,6 +138,9 @@ class RedisServer(Service):
 
 
 def servers(config: LocalConfig) -> list[Service]:
+    # jobplane_local's own "store" service once it has one (the same secantusd-rs).
+    if "store" in infra.SERVICE_NAMES:
+        return [*infra.services(config, ["kafka", "store", "smtp"]), RedisServer(config)]
     return [Kafka(config), SecantusStore(config), SmtpSink(config), RedisServer(config)]
 
 
