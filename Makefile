@@ -15,7 +15,7 @@ help:
 	@echo "make down          stop the platform and the infrastructure (data is kept in .local/)"
 	@echo "make status        show what runs where"
 	@echo "make test          install what is missing, lint, start the infrastructure, run all tests"
-	@echo "make infra         start Kafka, FerretDB and the SMTP sink (idempotent)"
+	@echo "make infra         start Kafka, the store and the SMTP sink (idempotent)"
 	@echo "make infra-down    stop them (data is kept in .local/)"
 	@echo "make infra-status  show what runs where"
 	@echo "make lint          ruff check, ruff format --check, mypy (strict)"
@@ -58,10 +58,11 @@ lint: install
 	$(UV) run mypy
 
 # The test fixtures start the local servers; fetching/building them first keeps that out of
-# the first test's time budget. Servers given by env vars (see README) are not installed.
+# the first test's time budget (the store's first build takes minutes; later runs and other
+# clones on this machine reuse it). Servers given by env vars (see README) are not installed.
 test: install lint
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(UV) run jobplane-local install kafka; fi
-	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install ferretdb; fi
+	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install store; fi
 	$(UV) run pytest
 
 # Jobplane and Celery + Redis doing the same work, side by side (bench/): its own Kafka, store,

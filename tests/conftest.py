@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 `infra` gives the servers the tests talk to. By default it starts the local infrastructure
-(Kafka, FerretDB, SMTP sink; see `jobplane-local`) once per run, reusing what already runs.
+(Kafka, the store, SMTP sink; see `jobplane-local`) once per run, reusing what already runs.
 Point the tests at other servers with environment variables, per server:
 
     KAFKA_BOOTSTRAP_SERVERS=host:9092
@@ -22,12 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from jobplane.config import CommonSettings
 from jobplane.kafka import Publisher, make_producer
 from jobplane.store import JobStore
 from jobplane.store import connect as connect_mongo
-from jobplane.topics import Topics, ensure_topics
+from jobplane.topics import Topics, delete_topics, ensure_topics
 from jobplane_local import LocalInfraError, Mailbox
 from jobplane_local.testing import Infra, infra_from_env
 from pymongo import AsyncMongoClient, MongoClient
@@ -64,14 +63,7 @@ async def topic_prefix(infra: Infra) -> AsyncIterator[str]:
     after the test, so that a long suite does not pile partitions up in the broker."""
     prefix = f"t{_short_id()}."
     yield prefix
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        ours = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
+    await delete_topics(infra.kafka_bootstrap, prefix)
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+import confluent_kafka
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from jobplane import codec
 from jobplane.config import CommonSettings
 from jobplane.events import E, Event
@@ -95,56 +95,103 @@ async def read_events(
 ) -> list[E]:
     """Events of ``topic`` (on the servers of ``settings``, with its partition count) from the
     start, in offset order per partition: those keyed ``key`` (when given; others are not
-    even decoded) for which ``where`` holds.
+    even decoded) for which ``where`` holds. Only committed events (read_committed).
 
     Without ``until``, the events there are now. With it, reads on until ``until(events)``
     holds (failing after ``timeout`` s), then ``settle`` s more.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
     )
-    await consumer.start()
-    tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+    tps = [
+        confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+        for p in range(settings.topic_partitions)
+    ]
     events: list[E] = []
 
-    async def poll(timeout_ms: int) -> None:
-        batches = await consumer.getmany(timeout_ms=timeout_ms)
-        for records in batches.values():
-            for r in records:
-                if key is not None and r.key != key.encode():
-                    continue
-                event = codec.decode(r.value or b"", cls)
-                if where(event):
-                    events.append(event)
+    def poll(timeout_s: float) -> None:
+        for message in consumer.consume(500, timeout_s):
+            if message.error() is not None:
+                continue
+            if key is not None and message.key() != key.encode():
+                continue
+            event = codec.decode(message.value() or b"", cls)
+            if where(event):
+                events.append(event)
 
     try:
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         if until is None:
-            end = await consumer.end_offsets(tps)
-            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                await poll(500)
+            ends = {
+                tp.partition: (await asyncio.to_thread(consumer.get_watermark_offsets, tp, 10))[1]
+                for tp in tps
+            }
+
+            def behind() -> bool:
+                positions = consumer.position(
+                    [confluent_kafka.TopicPartition(topic, p) for p in ends]
+                )
+                return any(
+                    max(position.offset, 0) < ends[position.partition]
+                    and ends[position.partition] > 0
+                    for position in positions
+                )
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            # (A transaction marker at the end may keep the position short of the end.)
+            while behind() and loop.time() < deadline:
+                await asyncio.to_thread(poll, 0.2)
             return events
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not until(events):
             if loop.time() > deadline:
                 raise AssertionError(f"timed out on {topic}; got {events}")
-            await poll(100)
+            await asyncio.to_thread(poll, 0.1)
         end_at = loop.time() + settle
         while loop.time() < end_at:
-            await poll(100)
+            await asyncio.to_thread(poll, 0.1)
         return events
     finally:
-        await consumer.stop()
+        await asyncio.to_thread(consumer.close)
 
 
 async def committed(settings: CommonSettings, group_id: str, topic: str) -> dict[int, int]:
     """The committed offset per partition of ``topic`` for ``group_id`` (absent: none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id}
+    )
     try:
-        offsets = await admin.list_consumer_group_offsets(group_id)
+        found = await asyncio.to_thread(
+            consumer.committed,
+            [confluent_kafka.TopicPartition(topic, p) for p in range(settings.topic_partitions)],
+            10,
+        )
     finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+        await asyncio.to_thread(consumer.close)
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+
+async def produce_raw(
+    settings: CommonSettings,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None = None,
+    partition: int | None = None,
+    copies: int = 1,
+) -> None:
+    """Produce ``value`` as an outside producer would (idempotent, acks=all)."""
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True}
+    )
+    for _ in range(copies):
+        producer.produce(topic, value, key=key, partition=-1 if partition is None else partition)
+    left = await asyncio.to_thread(producer.flush, 30)
+    assert left == 0, "Kafka did not take the events"

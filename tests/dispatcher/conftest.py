@@ -1,4 +1,4 @@
-"""Fixtures for the dispatcher's tests against the real local Kafka and FerretDB."""
+"""Fixtures for the dispatcher's tests against the real local Kafka and store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from jobplane import codec
 from jobplane.events import E, JobRequested
 from jobplane.kafka import make_producer
@@ -19,7 +18,7 @@ from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.main import serve
 from jobplane_local.testing import Infra
 
-from tests.support import read_events, running
+from tests.support import committed, read_events, running
 
 from .http_stub import StubBackend, stub_backend
 
@@ -88,20 +87,8 @@ class Kafka:
 
     async def committed_total(self, topic: str) -> int:
         """How many events of ``topic`` the dispatcher's group has committed (all partitions)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=self.settings.group_id,
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            total = 0
-            for partition in range(self.settings.topic_partitions):
-                offset = await consumer.committed(TopicPartition(topic, partition))
-                total += offset or 0
-            return total
-        finally:
-            await consumer.stop()
+        offsets = await committed(self.settings, self.settings.group_id, topic)
+        return sum(offsets.values())
 
     async def wait_committed(self, topic: str, total: int, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()

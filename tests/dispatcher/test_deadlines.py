@@ -1,4 +1,4 @@
-"""The deadline sweeper, against the real Kafka and FerretDB."""
+"""The deadline sweeper, against the real Kafka and store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dispatch of job.requested events, against real Kafka, FerretDB and HTTP backends."""
+"""The dispatch of job.requested events, against real Kafka, store and HTTP backends."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -9,8 +10,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import fastavro
-from aiokafka import AIOKafkaProducer
 
 # What the platform fixture creates its topics with.
 PARTITIONS = 3
@@ -46,10 +47,10 @@ def job_requested_record(app_id: str, user_id: str, payload: dict[str, Any]) -> 
 
 
 async def produce(bootstrap: str, topic: str, key: str, value: bytes, copies: int = 1) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        for _ in range(copies):
-            await producer.send_and_wait(topic, key=key.encode(), value=value)
-    finally:
-        await producer.stop()
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True}
+    )
+    for _ in range(copies):
+        producer.produce(topic, value, key=key.encode())
+    left = await asyncio.to_thread(producer.flush, 30)
+    assert left == 0, "Kafka did not take the events"

@@ -1,4 +1,4 @@
-"""Fixtures for the gateway's tests: the real app over real Kafka and FerretDB, called in
+"""Fixtures for the gateway's tests: the real app over real Kafka and the store, called in
 process through httpx's ASGI transport."""
 
 from __future__ import annotations

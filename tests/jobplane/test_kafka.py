@@ -7,8 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from jobplane import codec
+import pytest
 from jobplane.config import CommonSettings
 from jobplane.events import Event, FailureKind, JobDead, JobRequested
 from jobplane.kafka import (
@@ -16,11 +15,12 @@ from jobplane.kafka import (
     PermanentError,
     Publisher,
     Record,
+    is_transient,
     make_consumer,
 )
-from jobplane.topics import Topics
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from tests.support import eventually, running
+from tests.support import committed, eventually, produce_raw, read_events, running
 
 
 def requested(job_id: str) -> JobRequested:
@@ -29,26 +29,41 @@ def requested(job_id: str) -> JobRequested:
     )
 
 
+def group(settings: CommonSettings) -> str:
+    return f"{settings.topic_prefix}group"
+
+
 @contextlib.asynccontextmanager
 async def running_loop(
-    settings: CommonSettings, publisher: Publisher, handler: Any, concurrency: int = 1
-) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = make_consumer(settings, f"{settings.topic_prefix}group")
-    loop = EventLoop(consumer, publisher, lambda _: JobRequested, handler, concurrency=concurrency)
-    consumer.subscribe([publisher.topics.requested], listener=loop.rebalance_listener())
-    await consumer.start()
-    try:
-        async with running(loop.run()):
-            yield consumer
-    finally:
-        await consumer.stop()
+    settings: CommonSettings,
+    publisher: Publisher,
+    handler: Any,
+    concurrency: int = 1,
+    *,
+    ordered: bool = False,
+) -> AsyncIterator[EventLoop]:
+    loop = EventLoop(
+        make_consumer(settings, group(settings)),
+        publisher,
+        lambda _: JobRequested,
+        handler,
+        concurrency=concurrency,
+        settings=settings,
+        ordered=ordered,
+    )
+    async with running(loop.run([publisher.topics.requested])):
+        yield loop
 
 
-async def committed_total(consumer: AIOKafkaConsumer, topic: str) -> int:
-    total = 0
-    for partition in consumer.partitions_for_topic(topic) or ():
-        total += await consumer.committed(TopicPartition(topic, partition)) or 0
-    return total
+async def committed_total(settings: CommonSettings, topic: str) -> int:
+    return sum((await committed(settings, group(settings), topic)).values())
+
+
+async def wait_committed(settings: CommonSettings, topic: str, total: int) -> None:
+    async def done() -> bool:
+        return await committed_total(settings, topic) == total
+
+    await eventually(done, 30, lambda: f"not {total} committed on {topic}")
 
 
 async def test_failing_handler_is_retried_and_commits_only_after(
@@ -62,10 +77,9 @@ async def test_failing_handler_is_retried_and_commits_only_after(
             raise ConnectionError("the store is down")
 
     await publisher.publish(publisher.topics.requested, requested("job-1"))
-    async with running_loop(settings, publisher, flaky) as consumer:
-        await eventually(lambda: committed_total(consumer, publisher.topics.requested))
+    async with running_loop(settings, publisher, flaky):
+        await wait_committed(settings, publisher.topics.requested, 1)
         assert attempts == ["job-1"] * 3
-        assert await committed_total(consumer, publisher.topics.requested) == 1
 
 
 async def test_many_events_in_flight_and_all_committed(
@@ -81,58 +95,252 @@ async def test_many_events_in_flight_and_all_committed(
         await asyncio.sleep(0.2)
         in_flight -= 1
 
-    for i in range(20):
-        await publisher.publish(publisher.topics.requested, requested(f"job-{i}"))
-    async with running_loop(settings, publisher, slow, concurrency=10) as consumer:
-
-        async def all_committed() -> bool:
-            return await committed_total(consumer, publisher.topics.requested) == 20
-
-        await eventually(all_committed)
+    sent = [
+        await publisher.send(publisher.topics.requested, requested(f"job-{i}")) for i in range(20)
+    ]
+    await asyncio.gather(*sent)
+    async with running_loop(settings, publisher, slow, concurrency=10):
+        await wait_committed(settings, publisher.topics.requested, 20)
     assert most > 1
 
 
 async def test_undecodable_and_permanent_errors_go_to_job_dead(
     settings: CommonSettings, publisher: Publisher
 ) -> None:
-
     async def rejecting(event: Event, record: Record) -> None:
         raise PermanentError(f"cannot handle {event.job_id}")
 
-    await publisher.producer.send_and_wait(
-        publisher.topics.requested, key=b"garbage-job", value=b"not avro at all"
-    )
+    await produce_raw(settings, publisher.topics.requested, b"not avro at all", key=b"garbage-job")
     await publisher.publish(publisher.topics.requested, requested("rejected-job"))
-    async with running_loop(settings, publisher, rejecting) as consumer:
-        await eventually(lambda: _eq(committed_total(consumer, publisher.topics.requested), 2))
-    dead = await _read_all(settings, publisher.topics)
+    async with running_loop(settings, publisher, rejecting):
+        await wait_committed(settings, publisher.topics.requested, 2)
+    dead = await read_events(settings, publisher.topics.dead, JobDead)
     by_job = {d.job_id: d for d in dead}
     assert by_job["garbage-job"].failure is not None
     assert by_job["garbage-job"].failure.kind is FailureKind.UNDECODABLE
     assert by_job["garbage-job"].raw_event == b"not avro at all"
     assert by_job["garbage-job"].source_topic == publisher.topics.requested
     assert "cannot handle rejected-job" in by_job["rejected-job"].reason
+    assert by_job["rejected-job"].failure is not None
+    assert by_job["rejected-job"].failure.kind is FailureKind.REJECTED
+    assert by_job["rejected-job"].app_id == "a"
 
 
-async def _eq(value: Any, expected: int) -> bool:
-    return bool(await value == expected)
+async def _one_partition(settings: CommonSettings, publisher: Publisher, *jobs: str) -> None:
+    """Publish ``requested(job)`` for each job to partition 0, in order."""
+    from jobplane import codec
+
+    for job in jobs:
+        future = await publisher.producer.send(
+            publisher.topics.requested,
+            codec.encode(requested(job)),
+            key=job.encode(),
+            partition=0,
+        )
+        await future
 
 
-async def _read_all(settings: CommonSettings, topics: Topics) -> list[JobDead]:
-    consumer = AIOKafkaConsumer(
-        topics.dead,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=f"{settings.topic_prefix}reader",
+async def test_events_that_always_fail_do_not_block_the_others(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """8 events whose handler raises a bug-like error for ever fill no slot for good: with
+    8 slots, the good event behind them on the same partition is handled at once, and the
+    broken ones end on job.dead with the reason."""
+    handled: list[str] = []
+
+    async def handler(event: Event, record: Record) -> None:
+        if event.job_id.startswith("broken"):
+            raise ValueError("Header values may not contain linefeed or carriage return")
+        handled.append(event.job_id)
+
+    broken = [f"broken-{i}" for i in range(8)]
+    await _one_partition(settings, publisher, *broken, "good")
+    async with running_loop(settings, publisher, handler, concurrency=8):
+        await eventually(lambda: _true(handled == ["good"]), 10, lambda: f"handled {handled}")
+        await wait_committed(settings, publisher.topics.requested, 9)
+    dead = await read_events(settings, publisher.topics.dead, JobDead)
+    assert sorted(d.job_id for d in dead) == broken
+    assert all("ValueError: Header values may not contain" in d.reason for d in dead)
+
+
+async def test_a_transient_failure_waits_without_holding_a_slot(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """With one slot, an event whose store is away backs off for ever; the events behind
+    it on its partition are still handled, and the offset stays below it until it is done."""
+    handled: list[str] = []
+    store_up = False
+
+    async def handler(event: Event, record: Record) -> None:
+        if event.job_id == "waits" and not store_up:
+            raise AutoReconnect("connection refused")
+        handled.append(event.job_id)
+
+    await _one_partition(settings, publisher, "waits", "next-1", "next-2")
+    async with running_loop(settings, publisher, handler, concurrency=1):
+        await eventually(lambda: _true(handled == ["next-1", "next-2"]), 10, lambda: str(handled))
+        await asyncio.sleep(1.0)  # several retries: transient failures never go to job.dead
+        assert await committed_total(settings, publisher.topics.requested) == 0
+        store_up = True
+        await eventually(lambda: _true("waits" in handled), 40, lambda: str(handled))
+        await wait_committed(settings, publisher.topics.requested, 3)
+    assert await read_events(settings, publisher.topics.dead, JobDead) == []
+
+
+async def test_one_keys_events_are_handled_in_order_others_concurrently(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    order: list[tuple[str, int]] = []
+    in_flight = 0
+    most = 0
+
+    async def handler(event: Event, record: Record) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        order.append((event.job_id, record.offset))
+        in_flight -= 1
+
+    jobs = [f"job-{i % 4}" for i in range(20)]
+    await _one_partition(settings, publisher, *jobs)
+    async with running_loop(settings, publisher, handler, concurrency=8, ordered=True):
+        await wait_committed(settings, publisher.topics.requested, 20)
+    assert most > 1  # different jobs at once
+    assert most <= 4  # never two events of one job at once
+    for job in {j for j, _ in order}:
+        offsets = [offset for j, offset in order if j == job]
+        assert offsets == sorted(offsets)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (AutoReconnect("x"), True),
+        (ServerSelectionTimeoutError("x"), True),
+        (TimeoutError(), True),
+        (ConnectionRefusedError(), True),
+        (ValueError("Header values may not contain linefeed"), False),
+        (KeyError("bug"), False),
+    ],
+)
+def test_transient_errors_are_told_apart(error: Exception, transient: bool) -> None:
+    assert is_transient(error) is transient
+
+
+def test_kafka_and_smtp_errors_classified() -> None:
+    import aiosmtplib
+    import confluent_kafka
+
+    def kafka(code: int) -> Exception:
+        return confluent_kafka.KafkaException(confluent_kafka.KafkaError(code))
+
+    assert is_transient(kafka(confluent_kafka.KafkaError._MSG_TIMED_OUT))
+    assert is_transient(kafka(confluent_kafka.KafkaError._ALL_BROKERS_DOWN))
+    assert not is_transient(kafka(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE))
+    assert is_transient(aiosmtplib.SMTPConnectError("refused"))
+    assert is_transient(aiosmtplib.SMTPServerDisconnected("gone"))
+    assert is_transient(aiosmtplib.SMTPResponseException(421, "busy"))
+    assert not is_transient(aiosmtplib.SMTPResponseException(550, "no such user"))
+    assert is_transient(KeyError("x"), extra=(KeyError,))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_partition_with_too_many_events_waiting_is_paused_until_they_are_done(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """Memory stays bounded during an outage: once 2 events of a partition wait to be
+    retried, nothing more of it is fetched; when they are done it is resumed."""
+    settings = settings.model_copy(update={"handler_max_waiting_per_partition": 2})
+    handled: list[str] = []
+    store_up = False
+
+    async def handler(event: Event, record: Record) -> None:
+        if event.job_id.startswith("waits") and not store_up:
+            raise ServerSelectionTimeoutError("no primary")
+        handled.append(event.job_id)
+
+    await _one_partition(settings, publisher, "waits-1", "waits-2")
+    async with running_loop(settings, publisher, handler, concurrency=4) as loop:
+
+        async def paused() -> bool:
+            return any(offsets.paused for offsets in loop.offsets.values())
+
+        await eventually(paused, 20, lambda: "the partition was not paused")
+        await _one_partition(settings, publisher, "behind")
+        await asyncio.sleep(1.5)
+        assert handled == []  # not even fetched: the partition is paused
+        store_up = True
+        await eventually(lambda: _true("behind" in handled), 40, lambda: str(handled))
+        await wait_committed(settings, publisher.topics.requested, 3)
+    assert sorted(handled) == ["behind", "waits-1", "waits-2"]
+
+
+async def test_partitions_moving_to_a_new_member_are_drained_and_committed_first(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """A second instance joins while the first handles slow events: the first finishes the
+    events of the partitions it gives up and commits them, so none is handled twice."""
+    handled: list[str] = []
+
+    async def slow(event: Event, record: Record) -> None:
+        await asyncio.sleep(5.0)  # longer than a heartbeat: the rebalance finds them in hand
+        handled.append(event.job_id)
+
+    topic = publisher.topics.requested
+    await asyncio.gather(*[await publisher.send(topic, requested(f"j-{i}")) for i in range(16)])
+    async with running_loop(settings, publisher, slow, concurrency=16) as first:
+
+        async def started() -> bool:
+            return len(first.tasks) == 16
+
+        await eventually(started, 20, lambda: "the first instance took nothing")
+        async with running_loop(settings, publisher, slow, concurrency=16) as second:
+
+            async def moved() -> bool:
+                return bool(await second.consumer.assignment())
+
+            await eventually(moved, 30, lambda: "no partition moved to the second instance")
+            await wait_committed(settings, topic, 16)
+    assert sorted(handled) == sorted(f"j-{i}" for i in range(16))  # each once
+
+
+async def test_stopping_lets_events_in_hand_finish_and_cancels_the_stuck_uncommitted(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """Cancelling the loop (SIGTERM in a service) fetches nothing more, lets the events in
+    hand finish within the drain timeout and commits them; one stuck longer is cancelled
+    and stays uncommitted (handled again by the next consumer)."""
+    settings = settings.model_copy(update={"drain_timeout_seconds": 1.5})
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def handler(event: Event, record: Record) -> None:
+        started.append(event.job_id)
+        await asyncio.sleep(60 if event.job_id == "stuck" else 0.5)
+        finished.append(event.job_id)
+
+    await _one_partition(settings, publisher, "quick", "stuck")
+    await _one_partition(settings, publisher, *[f"other-{i}" for i in range(3)])
+    loop = EventLoop(
+        make_consumer(settings, group(settings)),
+        publisher,
+        lambda _: JobRequested,
+        handler,
+        concurrency=8,
+        settings=settings,
     )
-    await consumer.start()
-    try:
-        found: list[JobDead] = []
-        while len(found) < 2:
-            batches = await consumer.getmany(timeout_ms=5000)
-            assert batches, "nothing arrived on job.dead"
-            for records in batches.values():
-                found += [codec.decode(r.value, JobDead) for r in records]
-        return found
-    finally:
-        await consumer.stop()
+    task = asyncio.create_task(loop.run([publisher.topics.requested]))
+    await eventually(lambda: _true(len(started) == 5), 20, lambda: f"started {started}")
+    stop_at = asyncio.get_running_loop().time()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    took = asyncio.get_running_loop().time() - stop_at
+    assert sorted(finished) == sorted(["quick", *[f"other-{i}" for i in range(3)]])
+    assert took < 1.5 + 2.0
+    # The commit point of partition 0 stops below "stuck" (offset 1): quick is committed.
+    assert (await committed(settings, group(settings), publisher.topics.requested)) == {0: 1}

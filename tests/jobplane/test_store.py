@@ -6,9 +6,11 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from jobplane import indexes
+from jobplane.config import CommonSettings
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import JobStatus
-from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, utcnow
+from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, connect, utcnow
 
 FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
 
@@ -162,3 +164,54 @@ async def test_concurrent_changes_of_one_job_lose_nothing(store: JobStore) -> No
     assert job.status is JobStatus.SUCCEEDED
     assert job.result == '{"ok": 1}'
     assert job.notified_user_at is not None
+
+
+async def test_prepare_creates_every_index_and_is_idempotent(store: JobStore) -> None:
+    await store.prepare()  # the fixture prepared it once already: nothing changes, no error
+    for index in indexes.INDEXES:
+        info = await store.db[index.collection].index_information()
+        assert index.name in info, f"{index.collection}: {index.name} missing"
+        assert info[index.name]["key"] == list(index.keys)
+        assert info[index.name].get("unique", False) == index.unique
+        assert info[index.name].get("partialFilterExpression") == index.partial_filter
+    # Keep-forever is the default: no TTL index.
+    assert indexes.RETENTION_INDEX not in await store.jobs.index_information()
+
+
+async def test_retention_is_a_ttl_index_on_finished_at_that_follows_the_setting(
+    settings: CommonSettings,
+) -> None:
+    client = connect(settings)
+    try:
+
+        async def prepared(days: int) -> dict[str, object] | None:
+            store = JobStore.from_settings(
+                client, settings.model_copy(update={"job_retention_days": days})
+            )
+            await store.prepare()
+            info = await store.jobs.index_information()
+            return info.get(indexes.RETENTION_INDEX)
+
+        ttl = await prepared(30)
+        assert ttl is not None
+        assert ttl["key"] == [("finished_at", 1)]
+        assert ttl["expireAfterSeconds"] == 30 * 86_400
+        assert await prepared(30) == ttl  # idempotent
+
+        changed = await prepared(7)  # a changed setting changes the index in place
+        assert changed is not None
+        assert changed["expireAfterSeconds"] == 7 * 86_400
+
+        assert await prepared(0) is None  # back to keeping every job
+    finally:
+        await client.close()
+
+
+def test_retention_setting() -> None:
+    assert CommonSettings().job_retention_days == 0
+    assert indexes.retention_index(0) is None
+    index = indexes.retention_index(90)
+    assert index is not None
+    assert index.options() == {"name": "finished_at_1", "expireAfterSeconds": 90 * 86_400}
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        CommonSettings(job_retention_days=-1)

@@ -2,104 +2,89 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from jobplane_local.testing import Infra
 
 
-async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
-    finally:
-        await admin.close()
+def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (future,) = admin.create_topics([NewTopic(topic, partitions, 1)]).values()
+    future.result(30)
 
 
-async def _consume(consumer: AIOKafkaConsumer, until: bytes) -> list[bytes]:
-    """Values read until (and including) `until`."""
+def _consume(
+    config: dict[str, Any], topic: str, enough: Callable[[list[bytes]], bool]
+) -> tuple[Consumer, list[bytes]]:
+    """A consumer of ``topic`` and the values it read until ``enough`` of them."""
+    consumer = Consumer({"auto.offset.reset": "earliest", "enable.auto.commit": False, **config})
+    consumer.subscribe([topic])
     values: list[bytes] = []
-    async with asyncio.timeout(60):
-        while until not in values:
-            batches = await consumer.getmany(timeout_ms=500)
-            for messages in batches.values():
-                values.extend(m.value for m in messages)
-    return values
+    deadline = time.monotonic() + 60
+    while not enough(values):
+        assert time.monotonic() < deadline, f"timed out; got {values}"
+        for message in consumer.consume(100, 0.5):
+            if message.error() is None:
+                values.append(message.value() or b"")
+    return consumer, values
 
 
-async def test_idempotent_producer_and_consumer_group(infra: Infra, topic_prefix: str) -> None:
+def test_idempotent_producer_and_consumer_group(infra: Infra, topic_prefix: str) -> None:
     topic = f"{topic_prefix}smoke"
-    await _create_topic(infra.kafka_bootstrap, topic, partitions=2)
+    _create_topic(infra.kafka_bootstrap, topic, partitions=2)
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True, acks="all"
+    producer = Producer(
+        {"bootstrap.servers": infra.kafka_bootstrap, "enable.idempotence": True, "acks": "all"}
     )
-    await producer.start()
-    try:
-        for i in range(6):
-            await producer.send_and_wait(topic, key=f"job-{i}".encode(), value=f"v{i}".encode())
-    finally:
-        await producer.stop()
+    for i in range(6):
+        producer.produce(topic, f"v{i}".encode(), key=f"job-{i}".encode())
+    assert producer.flush(30) == 0
 
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=infra.kafka_bootstrap,
-        group_id=f"{topic_prefix}group",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    config = {"bootstrap.servers": infra.kafka_bootstrap, "group.id": f"{topic_prefix}group"}
+    consumer, values = _consume(config, topic, lambda values: len(values) >= 6)
     try:
-        values: list[bytes] = []
-        async with asyncio.timeout(60):
-            while len(values) < 6:
-                batches = await consumer.getmany(timeout_ms=500)
-                for messages in batches.values():
-                    values.extend(m.value for m in messages)
-        await consumer.commit()
-        committed = [await consumer.committed(tp) for tp in consumer.assignment()]
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(2)], 10)
     finally:
-        await consumer.stop()
+        consumer.close()
 
     assert sorted(values) == [f"v{i}".encode() for i in range(6)]
-    assert sum(offset or 0 for offset in committed) == 6  # the group's offsets are stored
+    assert sum(max(tp.offset, 0) for tp in committed) == 6  # the group's offsets are stored
 
 
-async def test_transactions_read_committed(infra: Infra, topic_prefix: str) -> None:
+def test_transactions_read_committed(infra: Infra, topic_prefix: str) -> None:
     topic = f"{topic_prefix}tx"
-    await _create_topic(infra.kafka_bootstrap, topic, partitions=1)
+    _create_topic(infra.kafka_bootstrap, topic, partitions=1)
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap, transactional_id=f"{topic_prefix}producer"
+    producer = Producer(
+        {"bootstrap.servers": infra.kafka_bootstrap, "transactional.id": f"{topic_prefix}p"}
     )
-    await producer.start()
-    try:
-        async with producer.transaction():
-            await producer.send_and_wait(topic, b"committed")
-        await producer.begin_transaction()
-        await producer.send_and_wait(topic, b"aborted")
-        await producer.abort_transaction()
-        async with producer.transaction():
-            await producer.send_and_wait(topic, b"end")
-    finally:
-        await producer.stop()
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"committed")
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted")
+    producer.flush(30)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"end")
+    producer.commit_transaction(30)
 
     seen: dict[str, list[bytes]] = {}
     for isolation in ("read_committed", "read_uncommitted"):
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=infra.kafka_bootstrap,
-            group_id=f"{topic_prefix}{isolation}",
-            auto_offset_reset="earliest",
-            isolation_level=isolation,
-        )
-        await consumer.start()
-        try:
-            seen[isolation] = await _consume(consumer, until=b"end")
-        finally:
-            await consumer.stop()
+        config = {
+            "bootstrap.servers": infra.kafka_bootstrap,
+            "group.id": f"{topic_prefix}{isolation}",
+            "isolation.level": isolation,
+        }
+        consumer, seen[isolation] = _consume(config, topic, lambda values: b"end" in values)
+        consumer.close()
 
     assert seen["read_committed"] == [b"committed", b"end"]
     assert seen["read_uncommitted"] == [b"committed", b"aborted", b"end"]

@@ -35,7 +35,7 @@ def listening_port() -> Iterator[int]:
 
 def test_taken_port_is_reported_with_the_env_var(listening_port: int) -> None:
     with pytest.raises(PortInUseError) as caught:
-        ensure_port_free("127.0.0.1", listening_port, what="FerretDB", env_var="JOBPLANE_X_PORT")
+        ensure_port_free("127.0.0.1", listening_port, what="the store", env_var="JOBPLANE_X_PORT")
     message = str(caught.value)
     assert f"port {listening_port}" in message
     assert "JOBPLANE_X_PORT=" in message
@@ -118,7 +118,7 @@ def test_cli_env_prints_client_settings(
             monkeypatch.delenv(name)
     monkeypatch.setenv("JOBPLANE_LOCAL_DIR", str(tmp_path))
     monkeypatch.setenv("JOBPLANE_SMTP_PORT", "2525")
-    monkeypatch.setenv("JOBPLANE_FERRETDB_PORT", "27018")
+    monkeypatch.setenv("JOBPLANE_STORE_PORT", "27018")
     assert cli.main(["env"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [

@@ -1,4 +1,4 @@
-"""Fixtures for the notifier's tests against the real Kafka, FerretDB and an SMTP sink."""
+"""Fixtures for the notifier's tests against the real Kafka, store and an SMTP sink."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The notifier against the real Kafka, FerretDB and SMTP sink."""
+"""The notifier against the real Kafka, store and SMTP sink."""
 
 from __future__ import annotations
 

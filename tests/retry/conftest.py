@@ -1,4 +1,4 @@
-"""Fixtures for the retry service's tests against the real local Kafka and FerretDB."""
+"""Fixtures for the retry service's tests against the real local Kafka and store."""
 
 from __future__ import annotations
 

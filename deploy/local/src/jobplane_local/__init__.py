@@ -1,4 +1,4 @@
-"""Local infrastructure for Jobplane development: Kafka, FerretDB and an SMTP sink.
+"""Local infrastructure for Jobplane development: Kafka, the store and an SMTP sink.
 
 from jobplane_local import up
 endpoints = up()          # starts (or reuses) all three; see Endpoints

@@ -1,4 +1,4 @@
-"""`jobplane-local up | down | install | status | env`: the local Kafka, FerretDB and SMTP sink."""
+"""`jobplane-local up | down | install | status | env`: the local Kafka, store and SMTP sink."""
 
 from __future__ import annotations
 
@@ -78,15 +78,16 @@ def cmd_platform(config: LocalConfig, action: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jobplane-local",
-        description="Run Jobplane's local infrastructure: Kafka (KRaft), FerretDB, an SMTP sink.",
+        description="Run Jobplane's local infrastructure: Kafka (KRaft), the store"
+        " (secantusd-rs), an SMTP sink.",
         epilog="Ports and directories: JOBPLANE_KAFKA_PORT, JOBPLANE_KAFKA_CONTROLLER_PORT,"
-        " JOBPLANE_FERRETDB_PORT, JOBPLANE_SMTP_PORT, JOBPLANE_SMTP_MAIL_DIR, JOBPLANE_LOCAL_DIR.",
+        " JOBPLANE_STORE_PORT, JOBPLANE_SMTP_PORT, JOBPLANE_SMTP_MAIL_DIR, JOBPLANE_LOCAL_DIR.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("up", "download/build what is missing, start what is not running, wait until ready"),
         ("down", "stop the servers (data is kept)"),
-        ("install", "only download/build what is missing (Kafka jars, FerretDB); start nothing"),
+        ("install", "only download/build what is missing (Kafka jars, the store); start nothing"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobplane_local.paths import default_local_dir
+from jobplane_local.paths import default_cache_dir, default_local_dir
 
 HOST = "127.0.0.1"
 
@@ -14,7 +14,9 @@ HOST = "127.0.0.1"
 ENV_LOCAL_DIR = "JOBPLANE_LOCAL_DIR"
 ENV_KAFKA_PORT = "JOBPLANE_KAFKA_PORT"
 ENV_KAFKA_CONTROLLER_PORT = "JOBPLANE_KAFKA_CONTROLLER_PORT"
-ENV_FERRETDB_PORT = "JOBPLANE_FERRETDB_PORT"
+ENV_STORE_PORT = "JOBPLANE_STORE_PORT"
+ENV_STORE_CACHE_SIZE = "JOBPLANE_STORE_CACHE_SIZE"
+ENV_STORE_SYNC_ON_COMMIT = "JOBPLANE_STORE_SYNC_ON_COMMIT"
 ENV_SMTP_PORT = "JOBPLANE_SMTP_PORT"
 ENV_SMTP_MAIL_DIR = "JOBPLANE_SMTP_MAIL_DIR"
 ENV_START_TIMEOUT = "JOBPLANE_START_TIMEOUT"
@@ -31,19 +33,35 @@ def int_env(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+def bool_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
 @dataclass(frozen=True)
 class LocalConfig:
-    """Ports and directories of the local Kafka, FerretDB and SMTP sink."""
+    """Ports and directories of the local Kafka, store and SMTP sink."""
 
     local_dir: Path
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    ferretdb_port: int = 27017
+    store_port: int = 27017
+    store_cache_size: str = "512M"
+    # Every acknowledged write is on disk before the store answers (see store.py).
+    store_sync_on_commit: bool = True
     smtp_port: int = 1025
     mail_dir: Path | None = None
     start_timeout: float = 120.0
     kafka_heap: str = "1g"
     host: str = HOST
+    # Builds shared by every clone on the machine (the store's binary).
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
     @classmethod
     def from_env(cls) -> LocalConfig:
@@ -53,7 +71,9 @@ class LocalConfig:
             local_dir=local_dir,
             kafka_port=int_env(ENV_KAFKA_PORT, 9092),
             kafka_controller_port=int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
-            ferretdb_port=int_env(ENV_FERRETDB_PORT, 27017),
+            store_port=int_env(ENV_STORE_PORT, 27017),
+            store_cache_size=os.environ.get(ENV_STORE_CACHE_SIZE) or "512M",
+            store_sync_on_commit=bool_env(ENV_STORE_SYNC_ON_COMMIT, True),
             smtp_port=int_env(ENV_SMTP_PORT, 1025),
             mail_dir=Path(mail_dir).resolve() if mail_dir else None,
             start_timeout=float(int_env(ENV_START_TIMEOUT, 120)),
@@ -71,4 +91,4 @@ class LocalConfig:
 
     @property
     def mongodb_uri(self) -> str:
-        return f"mongodb://{self.host}:{self.ferretdb_port}/"
+        return f"mongodb://{self.host}:{self.store_port}/"

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobplane_local.config import HOST, LocalConfig
-from jobplane_local.ferretdb import FerretDB
 from jobplane_local.kafka import Kafka
 from jobplane_local.service import Log, Service, ServiceStatus
+from jobplane_local.smtp import SmtpSink
+from jobplane_local.store import Store
 
 __all__ = ["Endpoints", "Log", "down", "endpoints", "install", "services", "status", "up"]
-from jobplane_local.smtp import SmtpSink
 
-SERVICE_NAMES = ("kafka", "ferretdb", "smtp")
+SERVICE_NAMES = ("kafka", "store", "smtp")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def endpoints(config: LocalConfig | None = None) -> Endpoints:
 
 
 def services(config: LocalConfig, only: Iterable[str] | None = None) -> list[Service]:
-    all_services: list[Service] = [Kafka(config), FerretDB(config), SmtpSink(config)]
+    all_services: list[Service] = [Kafka(config), Store(config), SmtpSink(config)]
     if only is None:
         return all_services
     wanted = set(only)
@@ -96,7 +96,7 @@ def up(
 def install(
     config: LocalConfig | None = None, *, only: Iterable[str] | None = None, log: Log = _quiet
 ) -> None:
-    """Download or build what the servers need (Kafka jars, FerretDB), without starting them."""
+    """Download or build what the servers need (Kafka jars, the store), without starting them."""
     config = config or LocalConfig.from_env()
     with _lock(config):
         for service in services(config, only):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jobplane_local.config import ENV_KAFKA_CONTROLLER_PORT, ENV_KAFKA_PORT
@@ -188,23 +185,15 @@ class Kafka(Service):
     def ready(self) -> bool:
         if not port_open(self.config.host, self.config.kafka_port):
             return False
-        # aiokafka needs an event loop; run it on a fresh one in a worker thread so that this
-        # also works from inside a running loop (e.g. an async test fixture).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, broker_answers(self.config.kafka_bootstrap)).result()
+        return broker_answers(self.config.kafka_bootstrap)
 
 
-async def broker_answers(bootstrap: str) -> bool:
+def broker_answers(bootstrap: str) -> bool:
     """True if the broker at `bootstrap` answers a metadata request listing itself."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from confluent_kafka.admin import AdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
-        await admin.start()
-        cluster = await admin.describe_cluster()
-        return bool(cluster.get("brokers"))
+        return bool(admin.list_topics(timeout=3).brokers)
     except Exception:
         return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()

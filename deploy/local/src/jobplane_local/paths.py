@@ -28,10 +28,16 @@ def repo_root() -> Path:
 
 
 def deploy_dir() -> Path:
-    """`deploy/local/` in the repository: the Maven pom and the FerretDB Go module."""
+    """`deploy/local/` in the repository: the Maven pom of the Kafka jars."""
     return repo_root() / "deploy" / "local"
 
 
 def default_local_dir() -> Path:
     """`.local/` at the repository root: downloads, builds, data, logs and pid files."""
     return repo_root() / ".local"
+
+
+def default_cache_dir() -> Path:
+    """`${XDG_CACHE_HOME:-~/.cache}/jobplane`: builds every clone on this machine reuses."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).resolve() / "jobplane"

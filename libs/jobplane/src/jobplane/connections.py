@@ -7,12 +7,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from jobplane.config import CommonSettings
 from jobplane.events import Event
-from jobplane.kafka import EventLoop, Handler, Publisher, make_consumer, make_producer
+from jobplane.kafka import (
+    AsyncProducer,
+    EventLoop,
+    Handler,
+    Publisher,
+    make_consumer,
+    make_producer,
+)
 from jobplane.logs import fields
 from jobplane.store import Document, JobStore
 from jobplane.store import connect as connect_mongo
@@ -27,13 +33,15 @@ class Connections:
     topics: Topics
     store: JobStore
     publisher: Publisher
-    producer: AIOKafkaProducer
+    producer: AsyncProducer
     mongo: AsyncMongoClient[Document]
 
 
 @asynccontextmanager
 async def connect(settings: CommonSettings, service: str) -> AsyncIterator[Connections]:
-    """Create the topics and indexes (idempotent), then open the store and a producer."""
+    """Create the topics and indexes (idempotent), then open the store and a producer.
+
+    On the way out the producer delivers what it holds (at most the delivery timeout)."""
     topics = await ensure_topics(settings)
     mongo = connect_mongo(settings)
     try:
@@ -51,7 +59,7 @@ async def connect(settings: CommonSettings, service: str) -> AsyncIterator[Conne
                 mongo=mongo,
             )
         finally:
-            await producer.stop()
+            await producer.stop(settings.kafka_delivery_timeout_seconds)
     finally:
         await mongo.close()
 
@@ -64,14 +72,20 @@ async def consume(
     handler: Handler,
     *,
     concurrency: int = 1,
+    transient: tuple[type[BaseException], ...] = (),
+    ordered: bool = False,
 ) -> None:
-    """Run ``handler`` on every event of ``topics`` as member of ``group_id``, until cancelled."""
-    consumer = make_consumer(conns.settings, group_id)
-    loop = EventLoop(consumer, conns.publisher, expected, handler, concurrency=concurrency)
-    consumer.subscribe(topics, listener=loop.rebalance_listener())
-    await consumer.start()
+    """Run ``handler`` on every event of ``topics`` as member of ``group_id``, until
+    cancelled; then stop cleanly (see EventLoop.run)."""
+    loop = EventLoop(
+        make_consumer(conns.settings, group_id),
+        conns.publisher,
+        expected,
+        handler,
+        concurrency=concurrency,
+        settings=conns.settings,
+        transient=transient,
+        ordered=ordered,
+    )
     log.info("consuming", extra=fields(group_id=group_id, topics=topics))
-    try:
-        await loop.run()
-    finally:
-        await consumer.stop()
+    await loop.run(topics)

@@ -1,31 +1,71 @@
-"""Running a service process: logging, signals and a clean stop."""
+"""Running a service process: logging, signals and a clean, bounded stop.
+
+SIGTERM (or SIGINT) cancels the service's main task, and cancellation is the stop protocol
+every part follows: an event loop stops fetching, lets the events in hand finish (at most its
+drain timeout; the rest is cancelled uncommitted and handled again by whoever consumes
+next), commits what is done and leaves its consumer group; the producer delivers what it
+holds. If all that takes longer than ``stop_timeout_s``, or a second signal comes, the
+process exits at once with status 1 (nothing is lost: uncommitted events are replayed).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from jobplane.logs import configure
+from jobplane.logs import configure, fields
 
 log = logging.getLogger(__name__)
 
 
-def run(service: str, main: Coroutine[Any, Any, None], log_level: str = "INFO") -> None:
-    """Run ``main`` until it ends or the process gets SIGTERM / SIGINT."""
-    configure(service, log_level)
-    asyncio.run(_until_signalled(service, main))
+def run(
+    service: str,
+    main: Coroutine[Any, Any, None],
+    log_level: str = "INFO",
+    *,
+    repeat_interval_s: float = 10.0,
+    stop_timeout_s: float = 30.0,
+) -> None:
+    """Run ``main`` until it ends or the process gets SIGTERM / SIGINT; exit 0 after a
+    clean stop."""
+    configure(service, log_level, repeat_interval_s)
+    asyncio.run(_until_signalled(service, main, stop_timeout_s))
 
 
-async def _until_signalled(service: str, main: Coroutine[Any, Any, None]) -> None:
+async def _until_signalled(
+    service: str, main: Coroutine[Any, Any, None], stop_timeout_s: float
+) -> None:
     task = asyncio.create_task(main)
     loop = asyncio.get_running_loop()
+    stopping = False
+
+    def hard_exit(why: str) -> None:
+        log.error("stop did not finish; exiting now", extra=fields(service=service, why=why))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal stopping
+        if stopping:
+            hard_exit(f"second {sig.name}")
+        stopping = True
+        log.info("stopping", extra=fields(service=service, signal=sig.name))
+        loop.call_later(stop_timeout_s, hard_exit, f"{stop_timeout_s} s passed")
+        task.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    log.info("started", extra={"fields": {"service": service}})
+        loop.add_signal_handler(sig, on_signal, sig)
+    log.info("started", extra=fields(service=service))
     try:
         await task
     except asyncio.CancelledError:
-        log.info("stopped", extra={"fields": {"service": service}})
+        if not stopping:
+            raise
+    log.info("stopped", extra=fields(service=service))

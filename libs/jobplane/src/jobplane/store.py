@@ -1,31 +1,30 @@
 """The job store: jobs, apps, users and sent notifications in MongoDB.
 
-Every change of a job's state is guarded by the state it starts from (the attempt number and
-the statuses it may leave): one atomic find-and-modify on MongoDB, the same while holding the
-job's lock on FerretDB (see jobplane.locking). A replayed or
-late event therefore matches nothing and changes nothing: the caller sees ``None`` and knows.
-Only features real MongoDB 7/8 and FerretDB both have are used (no transactions, no
-partial or TTL indexes).
+Every change of a job's state is one atomic find-and-modify guarded by the state it starts
+from (the attempt number and the statuses it may leave). A replayed or late event therefore
+matches nothing and changes nothing: the caller sees ``None`` and knows. The code is plain
+MongoDB 7/8 code; the local store (secantusd-rs) applies it the same way, which the store
+conformance suite (tests/store/) checks. Every query is listed, with its index, in
+jobplane.indexes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from jobplane import indexes
 from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
 from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
-from jobplane.locking import DocumentLocks
 
 Document = dict[str, Any]
 
@@ -33,6 +32,9 @@ Document = dict[str, Any]
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
 APP_CACHE_TTL_SECONDS = 10.0
 USER_CACHE_TTL_SECONDS = 5.0
+# How long an owed event may stay unpublished before the relay publishes it (the
+# announce_due_at outbox); the services pass their own setting.
+DEFAULT_ANNOUNCE_GRACE = timedelta(seconds=30)
 
 
 def utcnow() -> datetime:
@@ -93,8 +95,9 @@ def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
 
 
 class JobStore:
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
+    def __init__(self, database: AsyncDatabase[Document], *, retention_days: int = 0) -> None:
         self.db = database
+        self.retention_days = retention_days
         self.jobs: AsyncCollection[Document] = database["jobs"]
         self.apps: AsyncCollection[Document] = database["apps"]
         self.users: AsyncCollection[Document] = database["users"]
@@ -102,27 +105,39 @@ class JobStore:
         self.notifications: AsyncCollection[Document] = database["notifications"]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
-        # On a server whose single-document updates are not atomic (FerretDB), every change
-        # of an existing job goes through the job's lock: see jobplane.locking. Until
-        # prepare() has asked the server, assume the worst.
-        self.job_locks: DocumentLocks | None = DocumentLocks(database["job_locks"])
 
     @classmethod
     def from_settings(
         cls, client: AsyncMongoClient[Document], settings: CommonSettings
     ) -> JobStore:
-        return cls(client[settings.mongodb_database])
+        return cls(client[settings.mongodb_database], retention_days=settings.job_retention_days)
 
     async def prepare(self) -> None:
-        """Create the indexes and learn what the server guarantees. Idempotent: every
-        service calls it at start-up."""
-        build = await self.db.client.admin.command("buildInfo")
-        if "ferretdbVersion" not in build:
-            self.job_locks = None  # MongoDB applies a guarded update atomically on its own
-        await self.jobs.create_index([("app_id", ASCENDING), ("created_at", ASCENDING)])
-        # The dispatcher's deadline sweep looks for open attempts past their deadline.
-        await self.jobs.create_index([("status", ASCENDING), ("deadline_at", ASCENDING)])
-        await self.notifications.create_index([("job_id", ASCENDING)])
+        """Create the indexes of every query (jobplane.indexes) and apply the retention of
+        finished jobs. Idempotent: every service calls it at start-up."""
+        for index in indexes.INDEXES:
+            await self.db[index.collection].create_index(list(index.keys), **index.options())
+        await self._apply_retention()
+
+    async def _apply_retention(self) -> None:
+        """Finished jobs expire `retention_days` after `finished_at` (a TTL index), or never
+        (no such index) when it is 0. A changed setting changes the index in place."""
+        wanted = indexes.retention_index(self.retention_days)
+        existing = (await self.jobs.index_information()).get(indexes.RETENTION_INDEX)
+        if wanted is None:
+            if existing is not None:
+                await self.jobs.drop_index(indexes.RETENTION_INDEX)
+        elif existing is None:
+            await self.jobs.create_index(list(wanted.keys), **wanted.options())
+        elif existing.get("expireAfterSeconds") != wanted.expire_after_seconds:
+            await self.db.command(
+                "collMod",
+                indexes.JOBS,
+                index={
+                    "name": indexes.RETENTION_INDEX,
+                    "expireAfterSeconds": wanted.expire_after_seconds,
+                },
+            )
 
     # -- apps and users ---------------------------------------------------------------
 
@@ -283,9 +298,19 @@ class JobStore:
         )
 
     async def schedule_retry(
-        self, job_id: str, attempt: int, failure: Failure, due_at: datetime
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        due_at: datetime,
+        *,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
     ) -> Job | None:
-        """The attempt failed and another is due at ``due_at``: → retry_scheduled, attempt+1."""
+        """The attempt failed and another is due at ``due_at``: → retry_scheduled, attempt+1.
+
+        One guarded write. It takes over the failure report's outbox entry: the job now owes
+        the next ``job.requested``, announced by the relay if still owed at ``due_at`` +
+        ``announce_grace`` (the dispatcher's claim clears it)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -296,6 +321,7 @@ class JobStore:
                 "attempt": attempt + 1,
                 "next_attempt_at": due_at,
                 "last_failure": failure_to_document(failure),
+                "announce_due_at": due_at + announce_grace,
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
@@ -303,8 +329,17 @@ class JobStore:
             now=now,
         )
 
-    async def mark_dead(self, job_id: str, attempt: int, failure: Failure) -> Job | None:
-        """The attempt failed and no other will follow: → dead."""
+    async def mark_dead(
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        *,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """The attempt failed and no other will follow: → dead. One guarded write, which
+        makes the job owe ``job.dead`` (announced by the relay after ``announce_grace``
+        unless the notifier's claim clears it first)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -314,6 +349,7 @@ class JobStore:
             {
                 "finished_at": now,
                 "last_failure": failure_to_document(failure),
+                "announce_due_at": now + announce_grace,
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
@@ -340,14 +376,10 @@ class JobStore:
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
         }
-        async with self._locked(job_id):
-            doc = await self.jobs.find_one_and_update(
-                guard, update, return_document=ReturnDocument.AFTER
-            )
+        doc = await self.jobs.find_one_and_update(
+            guard, update, return_document=ReturnDocument.AFTER
+        )
         return Job.from_document(doc) if doc else None
-
-    def _locked(self, job_id: str) -> AbstractAsyncContextManager[None]:
-        return self.job_locks.hold(job_id) if self.job_locks else contextlib.nullcontext()
 
     # -- deadlines ---------------------------------------------------------------------
 
@@ -364,10 +396,9 @@ class JobStore:
         return [Job.from_document(doc) async for doc in cursor]
 
     async def mark_timeout_reported(self, job_id: str, attempt: int) -> None:
-        async with self._locked(job_id):
-            await self.jobs.update_one(
-                {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
-            )
+        await self.jobs.update_one(
+            {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
+        )
 
     # -- notifications -----------------------------------------------------------------
 
@@ -398,8 +429,7 @@ class JobStore:
         if admins:
             changes["notified_admins_at"] = now
         if changes:
-            async with self._locked(job_id):
-                await self.jobs.update_one({"_id": job_id}, {"$set": changes})
+            await self.jobs.update_one({"_id": job_id}, {"$set": changes})
 
 
 def _user_key(app_id: str, user_id: str) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from jobplane.config import CommonSettings
+from jobplane.kafka_client import client_callbacks
 
 RETRY_TIERS = 5
 
@@ -55,31 +57,52 @@ class Topics:
         return int(topic.rsplit(".", 1)[1])
 
 
+def admin_client(bootstrap_servers: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap_servers, **client_callbacks("admin")})
+
+
+async def list_topics(admin: AdminClient, wait_s: float = 10.0) -> set[str]:
+    metadata = await asyncio.to_thread(admin.list_topics, timeout=wait_s)
+    return set(metadata.topics)
+
+
+async def delete_topics(bootstrap_servers: str, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (tests and benchmarks)."""
+    admin = admin_client(bootstrap_servers)
+    ours = [name for name in await list_topics(admin) if name.startswith(prefix)]
+    if ours:
+        futures = admin.delete_topics(ours, operation_timeout=30)
+        await asyncio.gather(
+            *(asyncio.wrap_future(f) for f in futures.values()), return_exceptions=True
+        )
+
+
 async def ensure_topics(settings: CommonSettings) -> Topics:
     """Create every Jobplane topic with explicit settings; existing topics are left alone."""
     topics = Topics(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(
-                name=name,
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                topic_configs={
-                    "retention.ms": _RETENTION_MS,
-                    "min.insync.replicas": "1",
-                    "cleanup.policy": "delete",
-                },
-            )
-            for name in topics.all()
-            if name not in existing
-        ]
-        if missing:
-            # Another service instance may create them at the same moment.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
-    finally:
-        await admin.close()
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    existing = await list_topics(admin)
+    missing = [
+        NewTopic(
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            config={
+                "retention.ms": _RETENTION_MS,
+                "min.insync.replicas": "1",
+                "cleanup.policy": "delete",
+            },
+        )
+        for name in topics.all()
+        if name not in existing
+    ]
+    if missing:
+        futures = admin.create_topics(missing, operation_timeout=30)
+        for future in futures.values():
+            try:
+                await asyncio.wrap_future(future)
+            except KafkaException as exc:
+                # Another service instance may create them at the same moment.
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
     return topics

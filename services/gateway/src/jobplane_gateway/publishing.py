@@ -7,10 +7,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from aiokafka.errors import KafkaError
 from fastapi import HTTPException, status
 from jobplane.events import Event
-from jobplane.kafka import Publisher
+from jobplane.kafka import KafkaError, Publisher
 from jobplane.logs import fields
 from jobplane.topics import Topics
 

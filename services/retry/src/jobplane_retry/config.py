@@ -22,6 +22,15 @@ class Settings(CommonSettings):
     # Random extra delay, as a fraction of the base delay: 0.1 = up to +10%, never less.
     jitter: float = Field(default=0.1, ge=0, le=10)
 
+    # Events a tier partition holds in memory until due, at most; beyond it the partition
+    # is paused until half of them are out.
+    tier_max_held_per_partition: int = Field(default=2000, ge=1)
+    # Failures of different jobs routed at once (one job's failures are routed in order).
+    router_concurrency: int = Field(default=32, ge=1)
+    # How long after it is owed an event may stay unpublished before the gateway's relay
+    # publishes it (the announce_due_at outbox, written with each decision).
+    announce_grace_seconds: float = Field(default=30.0, gt=0)
+
     @field_validator("retry_delays_seconds")
     @classmethod
     def _delays_positive(cls, value: list[float]) -> list[float]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from jobplane import service
 from jobplane.connections import connect, consume
 from jobplane.events import JobFailed
-from jobplane.kafka import make_consumer
 
 from jobplane_retry.config import Settings
 from jobplane_retry.policy import RetryPolicy
@@ -19,9 +19,12 @@ async def serve(settings: Settings) -> None:
     """Run the router and the delay tiers side by side until cancelled."""
     async with connect(settings, "jobplane-retry") as conns:
         router = Router(
-            conns.store, conns.publisher, conns.topics, RetryPolicy.from_settings(settings)
+            conns.store,
+            conns.publisher,
+            conns.topics,
+            RetryPolicy.from_settings(settings),
+            announce_grace=timedelta(seconds=settings.announce_grace_seconds),
         )
-        tiers_consumer = make_consumer(settings, settings.tiers_group_id)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
                 consume(
@@ -30,11 +33,19 @@ async def serve(settings: Settings) -> None:
                     [conns.topics.failed],
                     lambda _topic: JobFailed,
                     router.handle,
+                    concurrency=settings.router_concurrency,
+                    ordered=True,
                 )
             )
-            tasks.create_task(run_tiers(tiers_consumer, conns.publisher, conns.topics))
+            tasks.create_task(run_tiers(settings, conns.topics))
 
 
 def run() -> None:
     settings = Settings()
-    service.run("retry", serve(settings), settings.log_level)
+    service.run(
+        "retry",
+        serve(settings),
+        settings.log_level,
+        repeat_interval_s=settings.log_repeat_interval_seconds,
+        stop_timeout_s=settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds,
+    )

@@ -1,192 +1,384 @@
 """The delay tiers: hold each ``job.retry.N`` event until it is due, then request the retry.
 
-One consumer reads all five tier topics. Per partition, events are handled in offset order;
-an event that is not due yet stops its partition: the consumer seeks back to it and pauses
-the partition until the due time, while every other partition goes on. The due time of
-the earliest paused partition bounds how long a poll may wait, so a resume is on time.
-An offset is committed only after the ``job.requested`` event it led to is acknowledged.
+One consumer reads all five tier topics. Each event is held in memory with a timer at its
+own due time (asyncio's monotonic clock; when the timer fires, the wall clock is checked
+again and the timer re-armed if it is still early, so a retry is never requested before
+``due_at``). Events of one partition are independent (one job has one retry pending at a
+time), so a later event never waits behind an earlier one with more jitter, and nothing is
+fetched twice: no seek, no pause per due time. Memory is bounded: a partition holding
+``tier_max_held_per_partition`` events is paused until half of them are out.
+
+Due events are published in batches, each one Kafka transaction (consume-transform-produce):
+the ``job.requested`` events (and ``job.dead`` for undecodable ones) plus the consumer
+group's offsets, committed with ``send_offsets_to_transaction``. A crash, or a partition
+moving to another instance, leaves either both or neither, so a retry is requested once.
+The committed offset of a partition is its first event still held, and its metadata lists
+the later events requested already (events leave by due time, not offset order): after a
+restart or a rebalance the new owner holds the events from the committed offset again and
+skips those listed, so each retry is requested once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from jobplane import codec
-from jobplane.events import JobRequested, JobRetryScheduled, utc_now
-from jobplane.kafka import Publisher, Record, header
+from jobplane.events import Event, JobRequested, JobRetryScheduled, utc_now
+from jobplane.kafka import (
+    AsyncConsumer,
+    KafkaError,
+    Record,
+    TopicPartition,
+    dead_letter_event,
+    error_cause,
+    header,
+    make_consumer,
+    producer_config,
+)
+from jobplane.kafka_client import OutMessage, TransactionalProducer, committed_metadata
 from jobplane.logs import TRACE_HEADER, bind, fields
 from jobplane.topics import Topics
 
+from jobplane_retry.config import Settings
+
 log = logging.getLogger(__name__)
 
-# Longest wait for new events when no paused partition is due sooner.
-MAX_POLL_S = 1.0
-# Back-off of a partition whose publish failed: doubles from the first to the last value.
-PUBLISH_BACKOFF_S = (0.5, 10.0)
+# Events put in one transaction at most.
+MAX_BATCH = 500
+# Back-off after a failed transaction: doubles from the first to the last value.
+PUBLISH_BACKOFF_S = (0.2, 10.0)
+MAX_FETCH = 500
+
+
+@dataclass
+class _Partition:
+    held: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
+    in_flight: set[int] = field(default_factory=set)  # held or due, not yet committed
+    # Offsets at or above the commit point already requested in a committed transaction:
+    # kept in the committed offset's metadata, so that a new owner does not request them
+    # again (events of one partition are released out of offset order, by due time).
+    done: set[int] = field(default_factory=set)
+    next_offset: int = -1
+    committed: int = -1
+    paused: bool = False
+
+    def commit_point(self, finishing: set[int]) -> int:
+        left = self.in_flight - finishing
+        return min(left) if left else self.next_offset
+
+    def commit(self, finishing: set[int]) -> tuple[int, str]:
+        """Offset and metadata to commit once ``finishing`` is done too."""
+        point = self.commit_point(finishing)
+        return point, encode_done(o for o in self.done | finishing if o >= point)
+
+
+# Kafka keeps at most 4096 bytes of metadata per committed offset (offset.metadata.max.bytes);
+# offsets that do not fit are left out, and requested again by a new owner (harmless).
+_MAX_METADATA = 3000
+
+
+def encode_done(offsets: Iterable[int]) -> str:
+    """``"done:5,7-9"``: offsets as ranges."""
+    ranges: list[str] = []
+    length = 5
+    for first, last in _runs(sorted(offsets)):
+        text = str(first) if first == last else f"{first}-{last}"
+        length += len(text) + 1
+        if length > _MAX_METADATA:
+            break
+        ranges.append(text)
+    return "done:" + ",".join(ranges)
+
+
+def decode_done(metadata: str) -> set[int]:
+    if not metadata.startswith("done:"):
+        return set()
+    offsets: set[int] = set()
+    for part in metadata[5:].split(","):
+        if part:
+            first, _, last = part.partition("-")
+            offsets.update(range(int(first), int(last or first) + 1))
+    return offsets
+
+
+def _runs(offsets: list[int]) -> Iterator[tuple[int, int]]:
+    start = previous = None
+    for offset in offsets:
+        if previous is not None and offset == previous + 1:
+            previous = offset
+            continue
+        if start is not None and previous is not None:
+            yield start, previous
+        start = previous = offset
+    if start is not None and previous is not None:
+        yield start, previous
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    tp: TopicPartition
+    offset: int
+    message: OutMessage
+    due_at: datetime | None  # None: a dead letter
+    event: Event
 
 
 class TierLoop:
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
-        publisher: Publisher,
+        consumer: AsyncConsumer,
+        producer: TransactionalProducer,
         topics: Topics,
         *,
         clock: Callable[[], datetime] = utc_now,
-        max_poll_s: float = MAX_POLL_S,
+        max_held_per_partition: int = 2000,
     ) -> None:
         self.consumer = consumer
-        self.publisher = publisher
+        self.producer = producer
         self.topics = topics
         self.clock = clock
-        self.max_poll_s = max_poll_s
-        self.paused: dict[TopicPartition, datetime] = {}  # partition -> when to resume it
-        self._failures: dict[TopicPartition, int] = {}  # consecutive publish failures
-        self._commit_lock = asyncio.Lock()
-
-    def rebalance_listener(self) -> ConsumerRebalanceListener:
-        return _ForgetRevoked(self)
+        self.max_held = max_held_per_partition
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.due: list[_Due] = []
+        self._due_signal = asyncio.Event()
+        self._transaction = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
-        """Until cancelled."""
+        """Until cancelled; then leave the group (held events are replayed by the next owner)."""
+        self._loop = asyncio.get_running_loop()
+        await self.consumer.start(
+            self.topics.retries, on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._intake())
+                tasks.create_task(self._publish())
+        finally:
+            self._forget(list(self.partitions))
+            await self.consumer.close()
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def _intake(self) -> None:
         while True:
-            self.resume_due()
-            batches = await self.consumer.getmany(timeout_ms=self.poll_timeout_ms())
-            if batches:
-                # Partitions are independent: one partition's publishes never wait for another's.
-                await asyncio.gather(*(self.process(tp, recs) for tp, recs in batches.items()))
+            await self._pause_or_resume()
+            for record in await self.consumer.fetch(MAX_FETCH):
+                self._take(record)
 
-    def poll_timeout_ms(self) -> int:
-        wait = self.max_poll_s
-        if self.paused:
-            until_first = (min(self.paused.values()) - self.clock()).total_seconds()
-            wait = max(0.0, min(wait, until_first))
-        return math.ceil(wait * 1000)
-
-    def resume_due(self) -> None:
-        now = self.clock()
-        due = [tp for tp, at in self.paused.items() if at <= now]
-        for tp in due:
-            del self.paused[tp]
-            if tp in self.consumer.assignment():
-                self.consumer.resume(tp)
-        if due:
-            log.debug("partitions resumed", extra=fields(partitions=[str(tp) for tp in due]))
-
-    def forget(self, partitions: Sequence[TopicPartition]) -> None:
-        for tp in partitions:
-            self.paused.pop(tp, None)
-            self._failures.pop(tp, None)
-
-    async def process(self, tp: TopicPartition, records: list[Record]) -> None:
-        """Handle one partition's records in offset order; stop at the first not due yet."""
-        for record in records:
-            if tp in self.paused or tp not in self.consumer.assignment():
-                return  # held meanwhile, or revoked: the rest comes again later
-            with bind(trace_id=header(record, TRACE_HEADER)):
-                if not await self._handle(tp, record):
-                    return
-
-    async def _handle(self, tp: TopicPartition, record: Record) -> bool:
-        """True if the record is done (and committed), False if the partition is on hold."""
-        try:
-            event = codec.decode(record.value or b"", JobRetryScheduled)
-        except codec.DecodeError as exc:
-            log.error("undecodable event", extra=fields(topic=record.topic, reason=exc.reason))
+    def _take(self, record: Record) -> None:
+        partition = self.partitions.setdefault(record.tp, _Partition())
+        if record.offset < partition.next_offset:
+            return  # fetched again after a rebalance kept the partition: held already
+        partition.next_offset = record.offset + 1
+        if record.offset in partition.done:
+            return  # requested by the previous owner, after its commit point
+        partition.in_flight.add(record.offset)
+        with bind(trace_id=header(record, TRACE_HEADER)):
             try:
-                await self.publisher.dead_letter(record, exc.reason)
-            except Exception:
-                log.exception("cannot dead-letter the event; will try again")
-                self._back_off(tp, record.offset)
-                return False
-            await self._commit(tp, record.offset + 1)
-            return True
+                event = codec.decode(record.value or b"", JobRetryScheduled)
+            except codec.DecodeError as exc:
+                log.error("undecodable event", extra=fields(topic=record.topic, reason=exc.reason))
+                dead = dead_letter_event(record, exc.reason)
+                self._make_due(record.tp, record.offset, self.topics.dead, dead, None)
+                return
+        self._hold(record.tp, record.offset, event)
 
-        with bind(trace_id=event.trace_id, job_id=event.job_id):
-            if event.due_at > self.clock():
-                self._hold(tp, record.offset, event.due_at)
-                return False
-            retry = JobRequested(
-                job_id=event.job_id,
-                app_id=event.app_id,
-                user_id=event.user_id,
-                attempt=event.attempt + 1,
-                trace_id=event.trace_id,
-                job_type=event.job_type,
-                payload=event.payload,
-                timeout_seconds=event.timeout_seconds,
-            )
-            try:
-                await self.publisher.publish(self.topics.requested, retry)
-            except Exception:
-                log.exception("cannot request the retry; will try again")
-                self._back_off(tp, record.offset)
-                return False
-            self._failures.pop(tp, None)
-            log.info(
-                "retry requested",
-                extra=fields(
-                    attempt=retry.attempt,
-                    retry_number=event.retry_number,
-                    due_at=event.due_at.isoformat(),
-                    late_ms=round((self.clock() - event.due_at).total_seconds() * 1000),
-                ),
-            )
-            await self._commit(tp, record.offset + 1)
-            return True
-
-    def _hold(self, tp: TopicPartition, offset: int, until: datetime) -> None:
-        """Read ``offset`` of ``tp`` again at ``until``, and nothing of ``tp`` before then."""
-        if tp not in self.consumer.assignment():
+    def _hold(self, tp: TopicPartition, offset: int, event: JobRetryScheduled) -> None:
+        assert self._loop is not None
+        wait_s = (event.due_at - self.clock()).total_seconds()
+        if wait_s <= 0:
+            self._release(tp, offset, event)
             return
-        self.consumer.seek(tp, offset)
-        self.consumer.pause(tp)
-        self.paused[tp] = until
+        handle = self._loop.call_later(wait_s, self._release, tp, offset, event)
+        self.partitions[tp].held[offset] = handle
 
-    def _back_off(self, tp: TopicPartition, offset: int) -> None:
-        failures = self._failures.get(tp, 0)
-        self._failures[tp] = failures + 1
-        first, last = PUBLISH_BACKOFF_S
-        delay = min(first * 2**failures, last)
-        self._hold(tp, offset, self.clock() + timedelta(seconds=delay))
-
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        if tp not in self.consumer.assignment():
+    def _release(self, tp: TopicPartition, offset: int, event: JobRetryScheduled) -> None:
+        """The timer fired: request the retry, unless the wall clock says it is early."""
+        partition = self.partitions.get(tp)
+        if partition is None:
+            return  # revoked meanwhile
+        partition.held.pop(offset, None)
+        if self.clock() < event.due_at:
+            self._hold(tp, offset, event)  # never early, even if the clocks drift apart
             return
+        retry = JobRequested(
+            job_id=event.job_id,
+            app_id=event.app_id,
+            user_id=event.user_id,
+            attempt=event.attempt + 1,
+            trace_id=event.trace_id,
+            job_type=event.job_type,
+            payload=event.payload,
+            timeout_seconds=event.timeout_seconds,
+        )
+        self._make_due(tp, offset, self.topics.requested, retry, event.due_at)
+
+    def _make_due(
+        self, tp: TopicPartition, offset: int, topic: str, event: Event, due_at: datetime | None
+    ) -> None:
+        message = OutMessage(
+            topic=topic,
+            value=codec.encode(event),
+            key=event.job_id.encode(),
+            headers=((TRACE_HEADER, event.trace_id.encode()),),
+        )
+        self.due.append(_Due(tp, offset, message, due_at, event))
+        self._due_signal.set()
+
+    async def _pause_or_resume(self) -> None:
+        pause, resume = [], []
+        for tp, partition in self.partitions.items():
+            if not partition.paused and len(partition.held) >= self.max_held:
+                partition.paused = True
+                pause.append(tp)
+            elif partition.paused and len(partition.held) <= self.max_held // 2:
+                partition.paused = False
+                resume.append(tp)
+        if pause:
+            log.warning(
+                "tier partitions paused: too many events held",
+                extra=fields(cause="tier-paused", partitions=[str(tp) for tp in pause]),
+            )
+            await self.consumer.pause(pause)
+        if resume:
+            await self.consumer.resume(resume)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def _publish(self) -> None:
+        failures = 0
+        while True:
+            await self._due_signal.wait()
+            self._due_signal.clear()
+            while self.due:
+                batch = self.due[:MAX_BATCH]
+                try:
+                    await self._commit(batch)
+                except Exception as exc:  # an aborted transaction: nothing of it happened
+                    first, last = PUBLISH_BACKOFF_S
+                    delay = min(first * 2**failures, last)
+                    failures += 1
+                    log.warning(
+                        "cannot request the retries; will try again",
+                        extra=fields(
+                            cause=error_cause(exc), error=str(exc), retry_in_s=delay,
+                            events=len(batch),
+                        ),
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
+                    continue
+                if failures:
+                    log.info("requesting retries works again", extra=fields(recovered=""))
+                    failures = 0
+
+    async def _commit(self, batch: list[_Due]) -> None:
+        async with self._transaction:
+            taken = {(d.tp, d.offset) for d in batch}
+            batch = [d for d in batch if d.tp in self.partitions]  # not revoked meanwhile
+            done: dict[TopicPartition, set[int]] = {}
+            for d in batch:
+                done.setdefault(d.tp, set()).add(d.offset)
+            offsets = {tp: self.partitions[tp].commit(finishing) for tp, finishing in done.items()}
+            await self.producer.commit(
+                [d.message for d in batch], offsets, self.consumer.group_metadata
+            )
+            now = self.clock()
+            for tp, finishing in done.items():
+                partition = self.partitions.get(tp)
+                if partition is not None:
+                    point = offsets[tp][0]
+                    partition.in_flight -= finishing
+                    partition.done = {o for o in partition.done | finishing if o >= point}
+                    partition.committed = point
+            self.due = [d for d in self.due if (d.tp, d.offset) not in taken]
+        for d in batch:
+            if d.due_at is not None:
+                with bind(trace_id=d.event.trace_id, job_id=d.event.job_id):
+                    log.info(
+                        "retry requested",
+                        extra=fields(
+                            attempt=d.event.attempt,
+                            due_at=d.due_at.isoformat(),
+                            late_ms=round((now - d.due_at).total_seconds() * 1000),
+                        ),
+                    )
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """On the consumer's thread: learn which events after each committed offset the
+        previous owner requested already (the committed metadata)."""
+        assert self._loop is not None
         try:
-            async with self._commit_lock:
-                await self.consumer.commit({tp: offset})
-        except Exception:
-            # The event was published: at worst it is published again after a restart or a
-            # rebalance, and the dispatcher ignores an attempt it has claimed already.
-            log.warning("commit failed", exc_info=True, extra=fields(partition=str(tp)))
+            committed = committed_metadata(self.consumer.consumer, partitions)
+        except KafkaError as exc:
+            log.warning(
+                "cannot read the committed offsets; some retries may be requested twice",
+                extra=fields(cause=error_cause(exc), error=str(exc)),
+            )
+            return
+
+        def restore() -> None:
+            for tp, (_offset, metadata) in committed.items():
+                done = decode_done(metadata)
+                if done:
+                    self.partitions.setdefault(tp, _Partition()).done = done
+
+        # Runs before the records of the fetch under way are taken (call order is kept).
+        self._loop.call_soon_threadsafe(restore)
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """On the consumer's thread: finish the transaction under way, then drop what is
+        held for ``partitions`` (their next owner reads it again from the committed offset)."""
+        assert self._loop is not None
+
+        async def revoke() -> None:
+            async with self._transaction:
+                self._forget(partitions)
+
+        asyncio.run_coroutine_threadsafe(revoke(), self._loop).result()
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = set(partitions)
+        for tp in gone:
+            partition = self.partitions.pop(tp, None)
+            if partition is not None:
+                for handle in partition.held.values():
+                    handle.cancel()
+        self.due = [d for d in self.due if d.tp not in gone]
 
 
-class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: TierLoop) -> None:
-        self.loop = loop
+def tier_producer(settings: Settings) -> TransactionalProducer:
+    """The tiers' transactional producer. Its id is new for every process: with the
+    consumer group's metadata sent in each transaction, the broker fences a zombie by the
+    group's generation (KIP-447), so the id need not be stable."""
+    config = producer_config(settings, f"{settings.tiers_group_id}-producer")
+    config["transactional.id"] = f"{settings.tiers_group_id}-{uuid.uuid4().hex[:12]}"
+    # Right after a commit the broker answers the next transaction's first request with
+    # CONCURRENT_TRANSACTIONS until its markers are written; librdkafka retries after
+    # retry.backoff.ms (100 ms by default): measured 104 ms per transaction, 12 ms with 10.
+    config["retry.backoff.ms"] = 10
+    config["retry.backoff.max.ms"] = 100
+    return TransactionalProducer(config, settings.kafka_delivery_timeout_seconds)
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.loop.forget(revoked)
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # A newly assigned partition starts unpaused at its committed offset.
-        self.loop.forget([tp for tp in self.loop.paused if tp not in set(assigned)])
-        self.loop.forget(assigned)
-
-
-async def run_tiers(consumer: AIOKafkaConsumer, publisher: Publisher, topics: Topics) -> None:
-    """Subscribe ``consumer`` (not started yet) to every tier topic and run until cancelled."""
-    loop = TierLoop(consumer, publisher, topics)
-    consumer.subscribe(topics.retries, listener=loop.rebalance_listener())
-    await consumer.start()
+async def run_tiers(settings: Settings, topics: Topics) -> None:
+    """Run the tiers (their own consumer and transactional producer) until cancelled."""
+    producer = tier_producer(settings)
+    await producer.start()
     try:
+        loop = TierLoop(
+            make_consumer(settings, settings.tiers_group_id),
+            producer,
+            topics,
+            max_held_per_partition=settings.tier_max_held_per_partition,
+        )
         await loop.run()
     finally:
-        await consumer.stop()
+        await producer.stop()

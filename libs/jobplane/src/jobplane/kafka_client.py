@@ -1,0 +1,502 @@
+"""librdkafka (confluent-kafka) driven from asyncio without ever blocking the event loop.
+
+Why the classic client and not ``confluent_kafka.aio`` (2.16): its ``AIOProducer`` refuses
+message headers (our trace id travels in one) and holds messages in a Python-side buffer for
+up to ``buffer_timeout`` (1 s) before librdkafka sees them; its ``AIOConsumer`` sends every
+call through a thread pool while librdkafka's consumer serializes calls from different
+threads (a commit waits for a running ``consume`` to time out), and ``consume(n, timeout)``
+waits for the whole timeout unless ``n`` messages arrive. So:
+
+- **Producer**: ``produce()`` is called on the event loop thread (it only enqueues into
+  librdkafka and never blocks); one background thread sits in ``poll()`` and serves the
+  delivery reports, which it hands to the event loop in one batch per ``poll`` return, where
+  they resolve one future per message. Publishing many events is "produce them all, then
+  await the futures": no round trip per event.
+- **Consumer**: every call runs on one dedicated thread (librdkafka's consumer is used from one
+  thread, as it wants), so the loop awaits them; a fetch is ``poll(timeout)`` (returns at the
+  first message) followed by ``consume(n - 1, 0)`` (takes what else is buffered, without
+  waiting). Rebalance callbacks run on that thread inside the fetch; they may call back into
+  the event loop (and wait for it) and then use the consumer directly.
+
+Measured (``python -m jobplane.kafka_floor``): see ``jobplane.kafka``'s docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import confluent_kafka
+from confluent_kafka import KafkaException
+
+from jobplane.logs import fields
+
+log = logging.getLogger("jobplane.kafka")
+_client_log = logging.getLogger("jobplane.kafka.client")
+
+T = TypeVar("T")
+
+# How long the producer's delivery thread and a consumer fetch wait at most in one call: the
+# bound on how soon they notice a stop, not a latency (both return at the first event).
+_POLL_S = 0.2
+
+KafkaError = KafkaException
+"""What a failed produce, commit or admin call raises (librdkafka's error is ``args[0]``)."""
+
+
+def kafka_error(code: int, reason: str) -> KafkaException:
+    return KafkaException(confluent_kafka.KafkaError(code, reason))
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, as plain values (what handlers see)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    @classmethod
+    def from_message(cls, message: confluent_kafka.Message) -> Record:
+        headers = message.headers() or ()
+        return cls(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=message.value(),
+            headers=tuple(
+                (name, value if isinstance(value, bytes) else str(value or "").encode())
+                for name, value in (headers.items() if isinstance(headers, dict) else headers)
+            ),
+        )
+
+
+def client_callbacks(name: str) -> dict[str, Any]:
+    """``error_cb`` and ``logger`` for a librdkafka client: its errors and logs go through
+    Python logging (and so through the repeat filter of ``jobplane.logs``), one cause per
+    error code or log facility."""
+
+    def error_cb(error: confluent_kafka.KafkaError) -> None:
+        level = logging.ERROR if error.fatal() else logging.WARNING
+        _client_log.log(
+            level,
+            "kafka client error",
+            extra=fields(client=name, cause=f"kafka:{error.name()}", error=error.str()),
+        )
+
+    return {"error_cb": error_cb, "logger": _LibrdkafkaLogger(name)}
+
+
+class _LibrdkafkaLogger:
+    """librdkafka calls ``log(level, "%s [%s] %s", facility, client, text)``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def log(self, level: int, _fmt: str, facility: str, _client: str, text: str) -> None:
+        # librdkafka uses syslog levels (3 error … 7 debug); logging's are 40 … 10.
+        py_level = {0: 50, 1: 50, 2: 50, 3: 40, 4: 30, 5: 20, 6: 20}.get(level, 10)
+        _client_log.log(
+            py_level,
+            "librdkafka %s: %s",
+            facility,
+            text,
+            extra=fields(client=self.name, cause=f"librdkafka:{facility}"),
+        )
+
+
+class AsyncProducer:
+    """librdkafka's producer: ``send`` enqueues and returns a future of the broker's ack."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self._producer: confluent_kafka.Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: collections.deque[tuple[asyncio.Future[None], Any]] = collections.deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._producer = confluent_kafka.Producer(
+            {**self.config, **client_callbacks(str(self.config.get("client.id", "producer")))}
+        )
+        self._thread = threading.Thread(
+            target=self._serve_reports, name="kafka-producer-reports", daemon=True
+        )
+        self._thread.start()
+
+    def _serve_reports(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._stop.is_set():
+            if producer.poll(_POLL_S) and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(self._resolve_reports)
+
+    def _resolve_reports(self) -> None:
+        while self._reports:
+            future, error = self._reports.popleft()
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(KafkaException(error))
+
+    def _producer_or_fail(self) -> confluent_kafka.Producer:
+        if self._producer is None or self._closed:
+            raise kafka_error(confluent_kafka.KafkaError._STATE, "the producer is not running")
+        return self._producer
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        """Enqueue one message; the future resolves when the broker has it (or fails)."""
+        producer = self._producer_or_fail()
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        reports = self._reports
+
+        def delivered(error: Any, _message: Any) -> None:  # on the delivery thread
+            reports.append((future, error))
+
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=-1 if partition is None else partition,
+                    headers=list(headers) if headers else None,
+                    on_delivery=delivered,
+                )
+                return future
+            except BufferError:
+                # librdkafka's queue is full: the broker is slow or away. Wait, don't drop.
+                await asyncio.sleep(0.05)
+                producer = self._producer_or_fail()
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        await (await self.send(topic, value, key=key, partition=partition, headers=headers))
+
+    async def flush(self, within_s: float) -> int:
+        """Wait until everything enqueued is acked (or ``within_s``); how many are left."""
+        producer = self._producer_or_fail()
+        left = await asyncio.to_thread(producer.flush, within_s)
+        self._resolve_reports()
+        return left
+
+    async def stop(self, within_s: float = 30.0) -> None:
+        """Deliver what is enqueued (at most ``within_s`` s), then stop; unsent sends fail."""
+        if self._producer is None or self._closed:
+            self._closed = True
+            return
+        try:
+            left = await self.flush(within_s)
+            if left:
+                log.warning("producer stopped with undelivered messages", extra=fields(left=left))
+        finally:
+            self._closed = True
+            self._stop.set()
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join)
+            self._resolve_reports()
+            for future, _ in self._reports:
+                if not future.done():
+                    future.set_exception(kafka_error(confluent_kafka.KafkaError._DESTROY, "closed"))
+            self._reports.clear()
+
+
+class AsyncConsumer:
+    """librdkafka's consumer, every call on its own thread; the event loop awaits them."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self._consumer: confluent_kafka.Consumer | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
+        self.group_metadata: Any = None  # refreshed at every fetch, for transactions
+        self._failed_commits: set[TopicPartition] = set()
+
+    def _committed(self, error: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        """librdkafka's report of a commit (on the consumer's thread): remember failures,
+        so that the caller commits those partitions again (see ``failed_commits``)."""
+        failed = [tp for tp in partitions if error is not None or tp.error is not None]
+        if not failed:
+            return
+        self._failed_commits.update(TopicPartition(tp.topic, tp.partition) for tp in failed)
+        first: Any = error if error is not None else failed[0].error
+        _client_log.warning(
+            "commit failed; it will be made again",
+            extra=fields(cause=f"kafka:{first.name()}", error=first.str()),
+        )
+
+    def failed_commits(self) -> set[TopicPartition]:
+        """Partitions whose commit failed since the last call."""
+        failed, self._failed_commits = self._failed_commits, set()
+        return failed
+
+    @property
+    def consumer(self) -> confluent_kafka.Consumer:
+        """The librdkafka consumer: only for rebalance callbacks (they run on its thread)."""
+        if self._consumer is None:
+            raise kafka_error(confluent_kafka.KafkaError._STATE, "the consumer is not running")
+        return self._consumer
+
+    async def call(self, function: Callable[[confluent_kafka.Consumer], T]) -> T:
+        """Run ``function(consumer)`` on the consumer's thread."""
+        consumer = self.consumer
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, function, consumer)
+
+    async def start(
+        self,
+        topics: Sequence[str],
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
+        """Create the consumer and subscribe; the callbacks run on the consumer's thread."""
+        name = str(self.config.get("group.id", "consumer"))
+        config = {**self.config, **client_callbacks(name), "on_commit": self._committed}
+
+        def assigned(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+            if on_assign is not None:
+                on_assign([TopicPartition(p.topic, p.partition) for p in partitions])
+
+        def revoked(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+            if on_revoke is not None:
+                on_revoke([TopicPartition(p.topic, p.partition) for p in partitions])
+
+        def create() -> None:
+            self._consumer = confluent_kafka.Consumer(config)
+            self._consumer.subscribe(
+                list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked
+            )
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, create)
+
+    async def fetch(self, max_records: int, max_wait_s: float = _POLL_S) -> list[Record]:
+        """Up to ``max_records`` messages: returns at the first one, or after ``max_wait_s``."""
+
+        def fetch(consumer: confluent_kafka.Consumer) -> list[Record]:
+            first = consumer.poll(max_wait_s)
+            self.group_metadata = consumer.consumer_group_metadata()
+            if first is None:
+                return []
+            messages = [first]
+            if max_records > 1:
+                messages += consumer.consume(max_records - 1, 0)
+            records = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                        _client_log.warning(
+                            "kafka fetch error",
+                            extra=fields(cause=f"kafka:{error.name()}", error=error.str()),
+                        )
+                    continue
+                records.append(Record.from_message(message))
+            return records
+
+        return await self.call(fetch)
+
+    async def commit(self, offsets: dict[TopicPartition, int], *, wait: bool = True) -> None:
+        """Commit ``offsets`` (the next offset to read, per partition).
+
+        ``wait=False`` hands the commit to librdkafka and returns (a synchronous commit takes
+        ~6 ms of the consumer's thread on the local broker); a failure is logged and listed
+        by ``failed_commits``. Commits are applied in order."""
+        if offsets:
+            await self.call(lambda consumer: commit_now(consumer, offsets, wait=wait))
+
+    async def assignment(self) -> set[TopicPartition]:
+        return await self.call(
+            lambda consumer: {TopicPartition(p.topic, p.partition) for p in consumer.assignment()}
+        )
+
+    async def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        await self.call(lambda consumer: consumer.pause(_native(partitions)))
+
+    async def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        await self.call(lambda consumer: consumer.resume(_native(partitions)))
+
+    async def close(self) -> None:
+        """Leave the group (the revoke callback runs first) and free the consumer."""
+        if self._consumer is not None:
+            try:
+                await self.call(lambda consumer: consumer.close())
+            finally:
+                self._consumer = None
+        self._thread.shutdown(wait=False)
+
+
+def commit_now(
+    consumer: confluent_kafka.Consumer, offsets: dict[TopicPartition, int], *, wait: bool = True
+) -> None:
+    """Commit on the consumer's own thread (also from a rebalance callback)."""
+    if not offsets:
+        return
+    native = [
+        confluent_kafka.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()
+    ]
+    if not wait:
+        consumer.commit(offsets=native, asynchronous=True)
+        return
+    for tp in consumer.commit(offsets=native, asynchronous=False) or ():
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+
+
+def committed_metadata(
+    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, tuple[int, str]]:
+    """The group's committed offset and its metadata per partition (none: absent); on the
+    consumer's thread, e.g. in a rebalance callback."""
+    found = consumer.committed(_native(partitions), 30)
+    return {
+        TopicPartition(tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+        for tp in found
+        if tp.offset >= 0
+    }
+
+
+def _native(partitions: Sequence[TopicPartition]) -> list[confluent_kafka.TopicPartition]:
+    return [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class TransactionalProducer:
+    """A transactional producer for consume-transform-produce: the messages a batch of
+    consumed events led to and those events' offsets are committed in one transaction, so a
+    crash leaves either both or neither. Blocking calls run on the producer's own thread."""
+
+    def __init__(self, config: dict[str, Any], transaction_timeout_s: float = 30.0) -> None:
+        self.config = config
+        self.timeout_s = transaction_timeout_s
+        self._producer: confluent_kafka.Producer | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-txn")
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
+
+    def _open(self) -> None:
+        name = str(self.config.get("transactional.id", "transactional"))
+        producer = confluent_kafka.Producer({**self.config, **client_callbacks(name)})
+        producer.init_transactions(self.timeout_s)
+        self._producer = producer
+
+    async def commit(
+        self,
+        messages: Sequence[OutMessage],
+        offsets: dict[TopicPartition, tuple[int, str]],
+        group_metadata: Any,
+    ) -> None:
+        """Produce ``messages`` and commit ``offsets`` (offset and metadata per partition)
+        for the consumer group of ``group_metadata``, atomically. Raises KafkaException if
+        the transaction did not commit (it was aborted: read_committed consumers see none
+        of it)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._transact, messages, offsets, group_metadata
+        )
+
+    def _transact(
+        self,
+        messages: Sequence[OutMessage],
+        offsets: dict[TopicPartition, tuple[int, str]],
+        group_metadata: Any,
+    ) -> None:
+        if self._producer is None:
+            self._open()  # after a fatal error: a new producer fences the old one
+        producer = self._producer
+        assert producer is not None
+        try:
+            producer.begin_transaction()
+            for message in messages:
+                producer.produce(
+                    message.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=list(message.headers) or None,
+                )
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    [
+                        confluent_kafka.TopicPartition(tp.topic, tp.partition, offset, metadata)
+                        for tp, (offset, metadata) in offsets.items()
+                    ],
+                    group_metadata,
+                    self.timeout_s,
+                )
+            self._commit_transaction(producer)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal():
+                self._producer = None
+            elif error.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(self.timeout_s)
+            raise
+        finally:
+            producer.poll(0)  # drop the delivery reports: the commit covers them
+
+    def _commit_transaction(self, producer: confluent_kafka.Producer) -> None:
+        for _ in range(3):
+            try:
+                producer.commit_transaction(self.timeout_s)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+        producer.commit_transaction(self.timeout_s)
+
+    async def stop(self) -> None:
+        def close() -> None:
+            if self._producer is not None:
+                self._producer.flush(self.timeout_s)
+                self._producer = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=False)
