@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
 
 import pytest
 from jobplane import indexes
 from jobplane.config import CommonSettings
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import JobStatus
-from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, connect, utcnow
+from jobplane.store import (
+    AlreadyExistsError,
+    JobStore,
+    MailClaim,
+    MailState,
+    NewJob,
+    User,
+    connect,
+    utcnow,
+)
 
 FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
 
@@ -96,8 +106,10 @@ async def test_overdue_attempts_are_reported_once(store: JobStore) -> None:
     await store.claim_attempt("on-time", 1, callback_token_hash="h", deadline_at=future)
 
     assert [j.job_id for j in await store.overdue_attempts(utcnow())] == ["late"]
-    await store.mark_timeout_reported("late", 1)
+    assert await store.report_attempt_failure("late", 1, FAILURE) is not None
     assert await store.overdue_attempts(utcnow()) == []
+    # The first report wins: a second one (a timeout after a failure) matches nothing.
+    assert await store.report_attempt_failure("late", 1, FAILURE) is None
 
 
 async def test_apps_users_and_notifications(store: JobStore) -> None:
@@ -125,12 +137,56 @@ async def test_apps_users_and_notifications(store: JobStore) -> None:
     assert await store.get_user("app", "u1") == User("app", "u1", "new@example.com", "en")
     assert await store.get_user("other", "u1") is None
 
-    assert not await store.notification_sent("k")
-    for _ in range(2):
-        await store.record_notification(
-            key="k", job_id="j", recipient="u1@example.com", kind="completed", message_id="<m>"
+
+async def test_a_notification_is_claimed_once_then_settled(store: JobStore) -> None:
+    def claim(claim_id: str, stale_before: datetime) -> Awaitable[MailClaim]:
+        return store.claim_notification(
+            "j:alert:a@example.com",
+            job_id="j",
+            recipient="a@example.com",
+            kind="admin_alert",
+            claim_id=claim_id,
+            message_id="<m>",
+            stale_before=stale_before,
         )
-    assert await store.notification_sent("k")
+
+    long_ago = utcnow() - timedelta(minutes=5)
+    results = await asyncio.gather(*(claim(f"c{n}", long_ago) for n in range(8)))
+    assert results.count(MailClaim.CLAIMED) == 1
+    assert set(results) == {MailClaim.CLAIMED, MailClaim.BUSY}
+    winner = next(f"c{n}" for n, r in enumerate(results) if r is MailClaim.CLAIMED)
+    # A claim older than the claim timeout is taken over; the old sender cannot settle it.
+    assert await claim("late", utcnow() + timedelta(seconds=1)) is MailClaim.CLAIMED
+    assert not await store.settle_notification(
+        "j:alert:a@example.com", MailState.SENT, claim_id=winner
+    )
+    assert await store.settle_notification("j:alert:a@example.com", MailState.SENT, claim_id="late")
+    assert await claim("again", utcnow() + timedelta(seconds=1)) is MailClaim.DONE
+
+
+async def test_the_users_mail_is_claimed_on_the_job(store: JobStore) -> None:
+    await store.create_job(new_job())
+    await store.jobs.update_one({"_id": "job-1"}, {"$set": {"announce_due_at": utcnow()}})
+
+    def claim(claim_id: str) -> Awaitable[MailClaim]:
+        return store.claim_user_mail(
+            "job-1", "succeeded", claim_id=claim_id, message_id="<m>", stale_before=utcnow()
+        )
+
+    results = await asyncio.gather(*(claim(f"c{n}") for n in range(8)))
+    assert results.count(MailClaim.CLAIMED) == 1
+    winner = next(f"c{n}" for n, r in enumerate(results) if r is MailClaim.CLAIMED)
+    assert await store.settle_user_mail("job-1", "succeeded", MailState.SENT, claim_id=winner)
+    doc = await store.jobs.find_one({"_id": "job-1"})
+    assert doc is not None and "announce_due_at" not in doc
+    assert doc["mail"]["succeeded"]["state"] == "sent" and doc["notified_user_at"]
+    assert await claim("again") is MailClaim.DONE
+    assert (
+        await store.claim_user_mail(
+            "nothing", "dead", claim_id="x", message_id="<m>", stale_before=utcnow()
+        )
+        is MailClaim.NO_RECORD
+    )
 
 
 async def test_concurrent_claims_have_exactly_one_winner(store: JobStore) -> None:
@@ -157,13 +213,13 @@ async def test_concurrent_changes_of_one_job_lose_nothing(store: JobStore) -> No
     await asyncio.gather(
         store.mark_running("job-1", 1),
         store.complete("job-1", 1, '{"ok": 1}'),
-        store.mark_notified("job-1", user=True, admins=False),
+        store.mark_admins_notified("job-1"),
     )
     job = await store.get_job("job-1")
     assert job is not None
     assert job.status is JobStatus.SUCCEEDED
     assert job.result == '{"ok": 1}'
-    assert job.notified_user_at is not None
+    assert job.notified_admins_at is not None
 
 
 async def test_prepare_creates_every_index_and_is_idempotent(store: JobStore) -> None:

@@ -38,6 +38,7 @@ class Attempt:
     deadline_at: datetime | None = None
     callback_token_hash: str | None = None
     failure: Failure | None = None
+    reported: bool = False  # a first report (success or failure) of the attempt is stored
 
     def to_record(self) -> AttemptRecord:
         return AttemptRecord(
@@ -157,4 +158,5 @@ def _attempt_from_document(number: int, doc: dict[str, Any]) -> Attempt:
         deadline_at=doc.get("deadline_at"),
         callback_token_hash=doc.get("callback_token_hash"),
         failure=failure_from_document(doc.get("failure")),
+        reported="report" in doc,
     )

@@ -10,9 +10,9 @@ jobplane.indexes.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum, StrEnum
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -252,29 +252,62 @@ class JobStore:
     # -- guarded state changes ----------------------------------------------------------
 
     async def claim_attempt(
-        self, job_id: str, attempt: int, *, callback_token_hash: str, deadline_at: datetime
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        callback_token_hash: str,
+        deadline_at: datetime,
+        app_id: str | None = None,
     ) -> Job | None:
-        """queued / retry_scheduled → dispatched, for exactly the attempt that is due."""
+        """queued / retry_scheduled → dispatched, for exactly the attempt that is due (and, when
+        ``app_id`` is given, only a job of that app). Clears the owed ``job.requested``."""
         now = utcnow()
         return await self._transition(
             job_id,
             attempt,
             (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
             JobStatus.DISPATCHED,
-            {
-                "deadline_at": deadline_at,
-                f"attempts.{attempt}.dispatched_at": now,
-                f"attempts.{attempt}.deadline_at": deadline_at,
-                # Kept per attempt: a late callback of an old attempt must still be told
-                # apart from a forged one.
-                f"attempts.{attempt}.callback_token_hash": callback_token_hash,
-            },
-            unset=("next_attempt_at", "timeout_reported_at"),
+            _claim_changes(attempt, now, callback_token_hash, deadline_at),
+            unset=("next_attempt_at", "announce_due_at"),
+            also={"app_id": app_id} if app_id is not None else None,
             now=now,
         )
 
-    async def mark_running(self, job_id: str, attempt: int) -> Job | None:
-        """dispatched → running: the backend accepted the attempt."""
+    async def reclaim_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        app_id: str,
+        callback_token_hash: str,
+        deadline_at: datetime,
+        claimed_before: datetime,
+    ) -> Job | None:
+        """Take over a claim whose dispatcher went away before the backend accepted: the
+        attempt is still ``dispatched``, neither accepted nor reported, and was claimed before
+        ``claimed_before`` (by then a live dispatcher has had its answer). A new token."""
+        now = utcnow()
+        return await self._transition(
+            job_id,
+            attempt,
+            (JobStatus.DISPATCHED,),
+            JobStatus.DISPATCHED,
+            _claim_changes(attempt, now, callback_token_hash, deadline_at),
+            also={
+                "app_id": app_id,
+                f"attempts.{attempt}.accepted_at": {"$exists": False},
+                f"attempts.{attempt}.report": {"$exists": False},
+                f"attempts.{attempt}.dispatched_at": {"$lt": claimed_before},
+            },
+            now=now,
+        )
+
+    async def mark_running(
+        self, job_id: str, attempt: int, callback_token_hash: str | None = None
+    ) -> Job | None:
+        """dispatched → running: the backend accepted the attempt (the claim with
+        ``callback_token_hash``, when given: a claim taken over is no longer ours)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -282,6 +315,80 @@ class JobStore:
             (JobStatus.DISPATCHED,),
             JobStatus.RUNNING,
             {f"attempts.{attempt}.accepted_at": now},
+            also={
+                # A reported attempt (a timeout, or a callback faster than us) stays as it is.
+                f"attempts.{attempt}.report": {"$exists": False},
+                **(_token_guard(attempt, callback_token_hash) or {}),
+            },
+            now=now,
+        )
+
+    async def report_attempt_failure(
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        *,
+        callback_token_hash: str | None = None,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """The first report of an open attempt, a failure: stored at ``attempts.<n>.report``
+        with no deadline left, and ``job.failed`` owed. Matches nothing when a report (or a
+        result) came first, so a failure and a timeout can never both count."""
+        now = utcnow()
+        update: Document = {
+            "$set": {
+                "updated_at": now,
+                f"attempts.{attempt}.report": {
+                    "status": "failed",
+                    "at": now,
+                    "error": failure_to_document(failure),
+                },
+                "announce_due_at": now + announce_grace,
+            },
+            "$unset": {"deadline_at": ""},
+        }
+        guard: Document = {
+            "_id": job_id,
+            "attempt": attempt,
+            "status": {"$in": [s.value for s in OPEN_STATUSES]},
+            f"attempts.{attempt}.report": {"$exists": False},
+            **(_token_guard(attempt, callback_token_hash) or {}),
+        }
+        doc = await self.jobs.find_one_and_update(
+            guard, update, return_document=ReturnDocument.AFTER
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def complete_at_once(
+        self,
+        job_id: str,
+        attempt: int,
+        result: str,
+        *,
+        callback_token_hash: str,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """The backend answered the dispatch with the result: the first report of the attempt,
+        a success, → succeeded, ``job.completed`` owed."""
+        now = utcnow()
+        return await self._transition(
+            job_id,
+            attempt,
+            (JobStatus.DISPATCHED,),
+            JobStatus.SUCCEEDED,
+            {
+                "result": result,
+                "finished_at": now,
+                f"attempts.{attempt}.ended_at": now,
+                f"attempts.{attempt}.report": {"status": "succeeded", "at": now},
+                "announce_due_at": now + announce_grace,
+            },
+            unset=("deadline_at",),
+            also={
+                f"attempts.{attempt}.report": {"$exists": False},
+                **(_token_guard(attempt, callback_token_hash) or {}),
+            },
             now=now,
         )
 
@@ -367,6 +474,7 @@ class JobStore:
         *,
         now: datetime,
         unset: tuple[str, ...] = (),
+        also: Document | None = None,
     ) -> Job | None:
         update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
         if unset:
@@ -375,6 +483,7 @@ class JobStore:
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
+            **(also or {}),
         }
         doc = await self.jobs.find_one_and_update(
             guard, update, return_document=ReturnDocument.AFTER
@@ -384,53 +493,200 @@ class JobStore:
     # -- deadlines ---------------------------------------------------------------------
 
     async def overdue_attempts(self, now: datetime, limit: int = 100) -> list[Job]:
-        """Open attempts past their deadline whose timeout has not been reported yet."""
+        """Open attempts past their deadline. A reported attempt has no ``deadline_at`` any
+        more, so only attempts whose outcome is still unknown are found."""
         cursor = self.jobs.find(
-            {
-                "status": {"$in": [s.value for s in OPEN_STATUSES]},
-                "deadline_at": {"$lt": now},
-                "timeout_reported_at": None,
-            },
+            {"status": {"$in": [s.value for s in OPEN_STATUSES]}, "deadline_at": {"$lt": now}},
             limit=limit,
         )
         return [Job.from_document(doc) async for doc in cursor]
 
-    async def mark_timeout_reported(self, job_id: str, attempt: int) -> None:
+    # -- notifications -----------------------------------------------------------------
+    #
+    # One e-mail per outcome and recipient. The user's mail about an outcome is recorded on
+    # the job (``mail.<outcome>``); every other mail (administrators' alerts, alerts about
+    # dead letters) in ``notifications`` under ``<job>:<outcome>:<recipient>``. Both follow
+    # one protocol: claim (one guarded write: nothing recorded yet, or a claim older than the
+    # claim timeout, whose sender is presumed dead), send, then mark sent under the claim.
+
+    async def claim_user_mail(
+        self, job_id: str, outcome: str, *, claim_id: str, message_id: str, stale_before: datetime
+    ) -> MailClaim:
+        """Claim the user's mail about ``outcome``; clears the owed event of the outcome."""
+        prefix = f"mail.{outcome}"
+        now = utcnow()
+        doc = await self.jobs.find_one_and_update(
+            _claim_guard(job_id, _claimable(prefix, stale_before)),
+            {
+                "$set": {prefix: _claim(claim_id, message_id, now), "updated_at": now},
+                "$unset": {"announce_due_at": ""},
+            },
+            projection={"_id": 1},
+        )
+        if doc is not None:
+            return MailClaim.CLAIMED
+        current = await self.jobs.find_one({"_id": job_id}, projection={prefix: 1})
+        if current is None:
+            return MailClaim.NO_RECORD
+        return _claim_state(current.get("mail", {}).get(outcome))
+
+    async def settle_user_mail(
+        self,
+        job_id: str,
+        outcome: str,
+        state: MailState,
+        *,
+        claim_id: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Record the end of the user's mail: ``sent`` (also ``notified_user_at``) or ``failed``
+        under our claim; ``skipped`` (no address to send to) when nothing was claimed yet,
+        which also clears the owed event. False when the claim is no longer ours."""
+        prefix = f"mail.{outcome}"
+        now = utcnow()
+        changes: Document = {f"{prefix}.state": state.value, f"{prefix}.{state.value}_at": now}
+        if reason is not None:
+            changes[f"{prefix}.reason"] = reason
+        if state is MailState.SENT:
+            changes["notified_user_at"] = now
+        update: Document = {"$set": {**changes, "updated_at": now}}
+        if claim_id is None:
+            guard: Document = {"_id": job_id, prefix: {"$exists": False}}
+            update["$unset"] = {"announce_due_at": ""}
+        else:
+            guard = {"_id": job_id, f"{prefix}.claim_id": claim_id}
+        result = await self.jobs.update_one(guard, update)
+        return result.modified_count == 1
+
+    async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
+        """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
+        prefix = f"mail.{outcome}"
         await self.jobs.update_one(
-            {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
+            {"_id": job_id, f"{prefix}.claim_id": claim_id, f"{prefix}.state": "claimed"},
+            {"$unset": {prefix: ""}},
         )
 
-    # -- notifications -----------------------------------------------------------------
-
-    async def notification_sent(self, key: str) -> bool:
-        return await self.notifications.find_one({"_id": key}, projection={"_id": 1}) is not None
-
-    async def record_notification(
-        self, *, key: str, job_id: str, recipient: str, kind: str, message_id: str
-    ) -> None:
-        # A duplicate means an earlier delivery of the same event recorded it already.
-        with contextlib.suppress(DuplicateKeyError):
-            await self.notifications.insert_one(
-                {
-                    "_id": key,
-                    "job_id": job_id,
-                    "recipient": recipient,
-                    "kind": kind,
-                    "message_id": message_id,
-                    "sent_at": utcnow(),
-                }
-            )
-
-    async def mark_notified(self, job_id: str, *, user: bool, admins: bool) -> None:
+    async def claim_notification(
+        self,
+        key: str,
+        *,
+        job_id: str,
+        recipient: str,
+        kind: str,
+        claim_id: str,
+        message_id: str,
+        stale_before: datetime,
+    ) -> MailClaim:
+        """Claim the mail ``key`` of the ``notifications`` collection (created on first claim)."""
         now = utcnow()
-        changes: Document = {}
-        if user:
-            changes["notified_user_at"] = now
-        if admins:
-            changes["notified_admins_at"] = now
-        if changes:
-            await self.jobs.update_one({"_id": job_id}, {"$set": changes})
+        try:
+            await self.notifications.update_one(
+                _claim_guard(key, _claimable("state", stale_before, whole=True)),
+                {
+                    "$set": _claim(claim_id, message_id, now),
+                    "$setOnInsert": {"job_id": job_id, "recipient": recipient, "kind": kind},
+                },
+                upsert=True,
+            )
+            return MailClaim.CLAIMED
+        except DuplicateKeyError:
+            # It exists and is not claimable: sent, failed, or claimed by a live sender.
+            current = await self.notifications.find_one({"_id": key})
+            return _claim_state(current) if current is not None else MailClaim.BUSY
+
+    async def settle_notification(
+        self, key: str, state: MailState, *, claim_id: str, reason: str | None = None
+    ) -> bool:
+        """``sent`` or ``failed`` under our claim; False when the claim is no longer ours."""
+        now = utcnow()
+        changes: Document = {"state": state.value, f"{state.value}_at": now}
+        if reason is not None:
+            changes["reason"] = reason
+        result = await self.notifications.update_one(
+            {"_id": key, "claim_id": claim_id}, {"$set": changes}
+        )
+        return result.modified_count == 1
+
+    async def release_notification(self, key: str, *, claim_id: str) -> None:
+        await self.notifications.delete_one(
+            {"_id": key, "claim_id": claim_id, "state": MailState.CLAIMED.value}
+        )
+
+    async def mark_admins_notified(self, job_id: str) -> None:
+        now = utcnow()
+        await self.jobs.update_one(
+            {"_id": job_id, "notified_admins_at": None},
+            {"$set": {"notified_admins_at": now, "updated_at": now}},
+        )
+
+
+class MailState(StrEnum):
+    CLAIMED = "claimed"  # a sender is at work (or died: the claim goes stale)
+    SENT = "sent"
+    FAILED = "failed"  # refused for good (bad address, header or content): never retried
+    SKIPPED = "skipped"  # nobody to send it to (the user is not registered)
+
+
+class MailClaim(Enum):
+    CLAIMED = "claimed"  # ours: send, then settle
+    DONE = "done"  # sent, failed or skipped already: nothing to do
+    BUSY = "busy"  # claimed by another sender less than the claim timeout ago
+    NO_RECORD = "no_record"  # no job document to record it on
+
+
+def _claim(claim_id: str, message_id: str, now: datetime) -> Document:
+    return {
+        "state": MailState.CLAIMED.value,
+        "claim_id": claim_id,
+        "claimed_at": now,
+        "message_id": message_id,
+    }
+
+
+def _claimable(field: str, stale_before: datetime, *, whole: bool = False) -> list[Document]:
+    """Nothing recorded yet, or a claim gone stale. ``field`` is the record (on a job) or,
+    with ``whole``, the record's state field (a record that is a document of its own)."""
+    state, claimed_at = (
+        (field, "claimed_at") if whole else (f"{field}.state", f"{field}.claimed_at")
+    )
+    return [
+        {state: {"$exists": False}},
+        {state: MailState.CLAIMED.value, claimed_at: {"$lt": stale_before}},
+    ]
+
+
+def _claim_guard(doc_id: str, claimable: list[Document]) -> Document:
+    # `$and: [{_id}, {$or}]`, not `{_id, $or}`: secantusd-rs answers the latter by a scan of
+    # the whole collection (see jobplane.indexes, "user mail claim").
+    return {"$and": [{"_id": doc_id}, {"$or": claimable}]}
+
+
+def _claim_state(record: Document | None) -> MailClaim:
+    if record is None:
+        return MailClaim.BUSY  # raced with a claim that is not visible yet: try again later
+    if record.get("state") == MailState.CLAIMED.value:
+        return MailClaim.BUSY
+    return MailClaim.DONE
 
 
 def _user_key(app_id: str, user_id: str) -> str:
     return f"{app_id}:{user_id}"
+
+
+def _claim_changes(
+    attempt: int, now: datetime, callback_token_hash: str, deadline_at: datetime
+) -> Document:
+    return {
+        "deadline_at": deadline_at,
+        f"attempts.{attempt}.dispatched_at": now,
+        f"attempts.{attempt}.deadline_at": deadline_at,
+        # Kept per attempt: a late callback of an old attempt must still be told apart from
+        # a forged one.
+        f"attempts.{attempt}.callback_token_hash": callback_token_hash,
+    }
+
+
+def _token_guard(attempt: int, callback_token_hash: str | None) -> Document | None:
+    if callback_token_hash is None:
+        return None
+    return {f"attempts.{attempt}.callback_token_hash": callback_token_hash}

@@ -223,7 +223,7 @@ async def test_status_shows_attempts_errors_and_notifications(gateway: Gateway) 
     assert await store.schedule_retry(job.job_id, 1, failure, due) is not None
     await gateway.dispatch(job.job_id, 2)
     assert await store.complete(job.job_id, 2, json.dumps({"thumb": "t.jpg"})) is not None
-    await store.mark_notified(job.job_id, user=True, admins=False)
+    await store.jobs.update_one({"_id": job.job_id}, {"$set": {"notified_user_at": utcnow()}})
 
     body = (await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)).json()
 
