@@ -12,7 +12,7 @@ from jobplane import codec
 from jobplane.events import E, JobRequested
 from jobplane.kafka import make_producer
 from jobplane.logs import TRACE_HEADER, new_trace_id
-from jobplane.store import JobStore
+from jobplane.store import JobStore, User
 from jobplane.topics import Topics
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.main import serve
@@ -36,6 +36,8 @@ def settings(infra: Infra, topic_prefix: str, mongo_db_name: str, unique_id: str
         connect_timeout_seconds=2,
         request_timeout_seconds=5,
         deadline_check_interval_seconds=0.2,
+        # A claim left by a dispatcher that died is taken over after this long.
+        claim_lease_seconds=1.0,
     )
 
 
@@ -131,13 +133,17 @@ async def register_app(
     backend_url: str,
     *,
     max_concurrency: int = 16,
-    default_timeout_seconds: int = 3600,
+    default_timeout_seconds: float = 3600,
+    users: tuple[str, ...] = ("user-1",),
 ) -> None:
+    """Register the app (as an administrator would) and its ``users``."""
     await store.create_app(
         app_id=app_id,
         backend_url=backend_url,
-        default_timeout_seconds=default_timeout_seconds,
+        default_timeout_seconds=default_timeout_seconds,  # type: ignore[arg-type]
         admin_emails=["ops@example.test"],
         api_key_hash="0" * 64,
         max_concurrency=max_concurrency,
     )
+    for user_id in users:
+        await store.upsert_user(User(app_id, user_id, f"{user_id}@{app_id}.example.test", "en"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,10 +12,15 @@ import pytest
 from jobplane.events import FailureKind, JobCompleted, JobFailed, JobRequested
 from jobplane.jobs import Job, JobStatus
 from jobplane.security import hash_secret
-from jobplane.store import App, JobStore
+from jobplane.store import App, JobStore, NewJob
+from jobplane.topics import Topics
+from jobplane.validation import MAX_TIMEOUT_SECONDS
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.dispatch import attempt_timeout_seconds, backend_body
+from jobplane_dispatcher.main import serve
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from tests.support import running
 
 from .conftest import Kafka, job_requested, register_app
 from .http_stub import StubBackend, refusing_url, stub_backend
@@ -45,7 +51,7 @@ def test_backend_body_is_the_contract_body() -> None:
     }
 
 
-def test_the_timeout_comes_from_the_request_then_the_job_then_the_app() -> None:
+def test_the_timeout_comes_from_the_request_then_the_app() -> None:
     app = App(
         app_id="a",
         backend_url="http://x",
@@ -55,9 +61,21 @@ def test_the_timeout_comes_from_the_request_then_the_job_then_the_app() -> None:
         max_concurrency=1,
         created_at=datetime.now(UTC),
     )
-    assert attempt_timeout_seconds(job_requested("a", "j", timeout_seconds=5), 60, app) == 5
-    assert attempt_timeout_seconds(job_requested("a", "j"), 60, app) == 60
-    assert attempt_timeout_seconds(job_requested("a", "j"), None, app) == 3600
+    assert attempt_timeout_seconds(job_requested("a", "j", timeout_seconds=5), app) == 5
+    assert attempt_timeout_seconds(job_requested("a", "j"), app) == 3600
+
+
+def test_an_apps_default_timeout_out_of_range_is_clamped() -> None:
+    app = App(
+        app_id="a",
+        backend_url="http://x",
+        default_timeout_seconds=10**12,  # stored before the gateway bounded it
+        admin_emails=[],
+        api_key_hash="",
+        max_concurrency=1,
+        created_at=datetime.now(UTC),
+    )
+    assert attempt_timeout_seconds(job_requested("a", "j"), app) == MAX_TIMEOUT_SECONDS
 
 
 # -- the service, end to end over real servers ------------------------------------------
@@ -157,10 +175,17 @@ async def test_refused_connection_is_reported_unreachable(
         120,
     )
     assert failed.trace_id == event.trace_id
-    # The retry service decides what happens next: the dispatcher leaves the status alone.
-    job = await store.get_job("job-down")
-    assert job is not None
-    assert job.status is JobStatus.DISPATCHED
+    # The retry service decides what happens next: the dispatcher leaves the status alone,
+    # but the failure is the attempt's report, stored before it was published: no deadline
+    # left (the sweeper cannot time it out too) and job.failed owed (the relay's outbox).
+    doc = await store.jobs.find_one({"_id": "job-down"})
+    assert doc is not None
+    assert doc["status"] == JobStatus.DISPATCHED.value
+    report = doc["attempts"]["1"]["report"]
+    assert report["status"] == "failed"
+    assert report["error"]["kind"] == "unreachable"
+    assert "deadline_at" not in doc
+    assert doc["announce_due_at"] > report["at"]
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(500, True), (503, True), (404, False)])
@@ -223,6 +248,86 @@ async def test_a_result_at_once_completes_the_job(
     assert job.status is JobStatus.SUCCEEDED
     assert job.result is not None
     assert json.loads(job.result) == {"pages": 3}
+    doc = await store.jobs.find_one({"_id": "job-now"})
+    assert doc is not None
+    assert doc["attempts"]["1"]["report"]["status"] == "succeeded"
+    assert "deadline_at" not in doc and "announce_due_at" in doc
+
+
+async def test_a_replay_of_a_finished_attempt_announces_nothing(
+    settings: Settings, store: JobStore, kafka: Kafka, dispatcher: None
+) -> None:
+    async def answer(_: dict[str, Any]) -> Response:
+        return JSONResponse({"status": "succeeded", "result": 1}, status_code=200)
+
+    async with stub_backend(answer) as stub:
+        await register_app(store, "app-again", stub.url)
+        event = job_requested("app-again", "job-again")
+        await kafka.produce(kafka.topics.requested, event)
+        await wait_for_job(store, "job-again", JobStatus.SUCCEEDED)
+        await kafka.produce(kafka.topics.requested, event)  # a replay
+        await kafka.wait_committed(kafka.topics.requested, 2)
+        completed = await kafka.read(
+            kafka.topics.completed, JobCompleted, until=failed_of("job-again"), settle=1.0
+        )
+    # The stored result is announced once; the relay, not a replay, covers a lost publish.
+    assert len(completed) == 1
+    assert len(stub.calls) == 1
+
+
+async def test_a_claim_whose_dispatcher_died_is_dispatched_on_replay(
+    settings: Settings, store: JobStore, kafka: Kafka, backend: StubBackend, dispatcher: None
+) -> None:
+    await register_app(store, "app-crash", backend.url)
+    event = job_requested("app-crash", "job-crash")
+    await store.create_job(
+        NewJob(
+            job_id=event.job_id,
+            app_id=event.app_id,
+            user_id=event.user_id,
+            job_type=event.job_type,
+            payload=event.payload,
+            timeout_seconds=None,
+            trace_id=event.trace_id,
+        )
+    )
+    # A dispatcher claimed the attempt, then died before calling the backend.
+    lost = await store.claim_attempt(
+        event.job_id,
+        1,
+        callback_token_hash="lost",
+        deadline_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert lost is not None
+    await kafka.produce(kafka.topics.requested, event)  # the uncommitted event, replayed
+
+    job = await wait_for_job(store, event.job_id, JobStatus.RUNNING)
+    (call,) = backend.calls_for(event.job_id)
+    assert call.body["attempt"] == 1
+    (attempt,) = job.attempts
+    assert attempt.callback_token_hash == hash_secret(call.body["callback_token"]) != "lost"
+
+
+async def test_a_claim_in_flight_is_not_taken_over(
+    settings: Settings, store: JobStore, kafka: Kafka, topics: Topics
+) -> None:
+    async def slow(_: dict[str, Any]) -> Response:
+        await asyncio.sleep(1.5)
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    # The default lease: longer than any call can take.
+    patient = settings.model_copy(update={"claim_lease_seconds": None})
+    async with stub_backend(slow) as stub, running(serve(patient)):
+        await register_app(store, "app-busy", stub.url)
+        event = job_requested("app-busy", "job-busy")
+        await kafka.produce(kafka.topics.requested, event)
+        await wait_for_job(store, "job-busy", JobStatus.DISPATCHED)
+        await kafka.produce(kafka.topics.requested, event)  # a duplicate, mid-call
+        job = await wait_for_job(store, "job-busy", JobStatus.RUNNING)
+        await kafka.wait_committed(kafka.topics.requested, 2)
+    (call,) = stub.calls
+    (attempt,) = job.attempts
+    assert attempt.callback_token_hash == hash_secret(call.body["callback_token"])
 
 
 async def test_an_unknown_app_is_rejected(
@@ -256,6 +361,58 @@ async def test_a_payload_that_is_not_json_is_rejected(
     assert failed.failure.kind is FailureKind.REJECTED
     assert failed.failure.retryable is False
     assert backend.calls == []
+
+
+async def test_a_direct_job_of_an_unregistered_user_is_rejected(
+    settings: Settings, store: JobStore, kafka: Kafka, backend: StubBackend, dispatcher: None
+) -> None:
+    await register_app(store, "app-nouser", backend.url, users=())
+    await kafka.produce(kafka.topics.requested, job_requested("app-nouser", "job-nouser"))
+    (failed,) = await kafka.read(kafka.topics.failed, JobFailed, until=failed_of("job-nouser"))
+    assert failed.failure.kind is FailureKind.REJECTED
+    assert failed.failure.retryable is False
+    assert "user-1" in failed.failure.message and "not registered" in failed.failure.message
+    assert backend.calls == []
+    assert await store.get_job("job-nouser") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"job_id": "job\x1cbad"}, "job id"),
+        ({"user_id": "user 1"}, "user id"),
+        ({"job_type": "thumb\x1cnail"}, "job type"),
+        ({"timeout_seconds": 2**31 - 1}, "timeout"),
+        ({"timeout_seconds": 0}, "timeout"),
+    ],
+)
+async def test_a_request_the_gateway_would_refuse_is_rejected(
+    settings: Settings,
+    store: JobStore,
+    kafka: Kafka,
+    backend: StubBackend,
+    dispatcher: None,
+    change: dict[str, Any],
+    problem: str,
+) -> None:
+    await register_app(store, "app-bad", backend.url, users=("user-1", "user 1"))
+    event = dataclasses.replace(job_requested("app-bad", "job-bad"), **change)
+    await kafka.produce(kafka.topics.requested, event)
+    (failed,) = await kafka.read(kafka.topics.failed, JobFailed, until=failed_of(event.job_id))
+    assert failed.failure.kind is FailureKind.REJECTED
+    assert failed.failure.retryable is False
+    assert failed.failure.message.startswith(problem)
+    assert backend.calls == []
+
+
+async def test_an_apps_huge_default_timeout_does_not_stop_dispatch(
+    settings: Settings, store: JobStore, kafka: Kafka, backend: StubBackend, dispatcher: None
+) -> None:
+    await register_app(store, "app-huge", backend.url, default_timeout_seconds=1e12)
+    await kafka.produce(kafka.topics.requested, job_requested("app-huge", "job-huge"))
+    job = await wait_for_job(store, "job-huge", JobStatus.RUNNING)
+    assert job.deadline_at is not None
+    assert job.deadline_at < datetime.now(UTC) + timedelta(seconds=MAX_TIMEOUT_SECONDS + 60)
 
 
 async def test_a_duplicate_request_calls_the_backend_once(

@@ -21,7 +21,15 @@ def test_defaults() -> None:
     settings = Settings(admin_api_key="k")  # type: ignore[arg-type]
     assert settings.public_url == "http://127.0.0.1:8000"
     assert settings.port == 8000
-    assert settings.publish_timeout_seconds == 10
+    assert settings.publish_timeout_seconds == 5
+    # Payload and result fit Kafka's 1 MB message with the event's envelope.
+    assert settings.max_payload_bytes == settings.max_result_bytes == 512 * 1024
+    assert (settings.relay_interval_seconds, settings.announce_grace_seconds) == (5, 30)
+
+
+def test_size_limits_stay_below_kafkas_message_size() -> None:
+    with pytest.raises(ValidationError, match="max_payload_bytes"):
+        Settings(admin_api_key="k", max_payload_bytes=1_048_576)  # type: ignore[arg-type]
 
 
 def test_the_admin_key_is_required(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,13 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
+from jobplane.connections import Connections
+from jobplane.events import JobRequested
+from jobplane.store import NewJob, utcnow
 from jobplane_gateway.config import Settings
 from jobplane_gateway.main import create_app, serve
 
-from tests.support import free_port
+from tests.support import free_port, read_events
 
 from .harness import ADMIN
 
@@ -59,3 +64,34 @@ async def test_without_connections_the_lifespan_opens_them(settings: Settings) -
                 headers=ADMIN,
             )
             assert created.status_code == 201
+
+
+async def test_serve_runs_the_outbox_relay_and_stops_it_cleanly(
+    settings: Settings, conns: Connections
+) -> None:
+    # A job stored earlier whose event is overdue: as if a gateway died before publishing.
+    new = NewJob(
+        job_id=f"owed-{uuid.uuid4().hex[:8]}",
+        app_id="a",
+        user_id="u",
+        job_type="t",
+        payload="{}",
+        timeout_seconds=None,
+        trace_id="trace-owed",
+    )
+    await conns.store.create_job(new)
+    await conns.store.jobs.update_one(
+        {"_id": new.job_id}, {"$set": {"announce_due_at": utcnow() - timedelta(seconds=1)}}
+    )
+    served = settings.model_copy(update={"port": free_port(), "relay_interval_seconds": 0.2})
+    task = asyncio.create_task(serve(served))
+
+    [event] = await read_events(
+        settings, conns.topics.requested, JobRequested, key=new.job_id, until=bool, timeout=30
+    )
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert (event.job_id, event.attempt, event.trace_id) == (new.job_id, 1, "trace-owed")
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay"] == []

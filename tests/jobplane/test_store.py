@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
 
 import pytest
 from jobplane import indexes
 from jobplane.config import CommonSettings
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import JobStatus
-from jobplane.store import AlreadyExistsError, JobStore, NewJob, User, connect, utcnow
+from jobplane.store import (
+    AlreadyExistsError,
+    JobStore,
+    MailClaim,
+    MailState,
+    NewJob,
+    User,
+    connect,
+    utcnow,
+)
 
 FAILURE = Failure(kind=FailureKind.HTTP_STATUS, message="boom", retryable=True, http_status=503)
 
 
-def new_job(job_id: str = "job-1") -> NewJob:
+def new_job(
+    job_id: str = "job-1", *, app_id: str = "app", idempotency_key: str | None = None
+) -> NewJob:
     return NewJob(
         job_id=job_id,
-        app_id="app",
+        app_id=app_id,
         user_id="u1",
         job_type="thumbnail",
         payload='{"x": 1}',
         timeout_seconds=None,
         trace_id="trace-1",
+        idempotency_key=idempotency_key,
     )
 
 
@@ -37,10 +50,19 @@ async def test_create_job_is_idempotent(store: JobStore) -> None:
     assert job.attempt == 1
 
 
-async def test_idempotency_key_returns_the_first_job_id(store: JobStore) -> None:
-    assert await store.reserve_idempotency_key("app", "k", "job-a") == "job-a"
-    assert await store.reserve_idempotency_key("app", "k", "job-b") == "job-a"
-    assert await store.reserve_idempotency_key("other-app", "k", "job-c") == "job-c"
+async def test_create_job_with_an_idempotency_key_the_app_used_returns_that_job(
+    store: JobStore,
+) -> None:
+    job, created = await store.create_job(new_job(idempotency_key="k"))
+    again, created_again = await store.create_job(new_job("job-2", idempotency_key="k"))
+    other, created_other = await store.create_job(
+        new_job("job-3", app_id="other-app", idempotency_key="k")
+    )
+
+    assert created and not created_again and created_other
+    assert job == again
+    assert (job.status, job.attempt, job.idempotency_key) == (JobStatus.QUEUED, 1, "k")
+    assert other.job_id == "job-3"
 
 
 async def test_claim_happens_once_per_attempt(store: JobStore) -> None:
@@ -96,8 +118,10 @@ async def test_overdue_attempts_are_reported_once(store: JobStore) -> None:
     await store.claim_attempt("on-time", 1, callback_token_hash="h", deadline_at=future)
 
     assert [j.job_id for j in await store.overdue_attempts(utcnow())] == ["late"]
-    await store.mark_timeout_reported("late", 1)
+    assert await store.report_failure("late", 1, FAILURE) is not None
     assert await store.overdue_attempts(utcnow()) == []
+    # The first report wins: a second one (a timeout after a failure) matches nothing.
+    assert await store.report_failure("late", 1, FAILURE) is None
 
 
 async def test_apps_users_and_notifications(store: JobStore) -> None:
@@ -125,12 +149,56 @@ async def test_apps_users_and_notifications(store: JobStore) -> None:
     assert await store.get_user("app", "u1") == User("app", "u1", "new@example.com", "en")
     assert await store.get_user("other", "u1") is None
 
-    assert not await store.notification_sent("k")
-    for _ in range(2):
-        await store.record_notification(
-            key="k", job_id="j", recipient="u1@example.com", kind="completed", message_id="<m>"
+
+async def test_a_notification_is_claimed_once_then_settled(store: JobStore) -> None:
+    def claim(claim_id: str, stale_before: datetime) -> Awaitable[MailClaim]:
+        return store.claim_notification(
+            "j:alert:a@example.com",
+            job_id="j",
+            recipient="a@example.com",
+            kind="admin_alert",
+            claim_id=claim_id,
+            message_id="<m>",
+            stale_before=stale_before,
         )
-    assert await store.notification_sent("k")
+
+    long_ago = utcnow() - timedelta(minutes=5)
+    results = await asyncio.gather(*(claim(f"c{n}", long_ago) for n in range(8)))
+    assert results.count(MailClaim.CLAIMED) == 1
+    assert set(results) == {MailClaim.CLAIMED, MailClaim.BUSY}
+    winner = next(f"c{n}" for n, r in enumerate(results) if r is MailClaim.CLAIMED)
+    # A claim older than the claim timeout is taken over; the old sender cannot settle it.
+    assert await claim("late", utcnow() + timedelta(seconds=1)) is MailClaim.CLAIMED
+    assert not await store.settle_notification(
+        "j:alert:a@example.com", MailState.SENT, claim_id=winner
+    )
+    assert await store.settle_notification("j:alert:a@example.com", MailState.SENT, claim_id="late")
+    assert await claim("again", utcnow() + timedelta(seconds=1)) is MailClaim.DONE
+
+
+async def test_the_users_mail_is_claimed_on_the_job(store: JobStore) -> None:
+    await store.create_job(new_job())
+    await store.jobs.update_one({"_id": "job-1"}, {"$set": {"announce_due_at": utcnow()}})
+
+    def claim(claim_id: str) -> Awaitable[MailClaim]:
+        return store.claim_user_mail(
+            "job-1", "succeeded", claim_id=claim_id, message_id="<m>", stale_before=utcnow()
+        )
+
+    results = await asyncio.gather(*(claim(f"c{n}") for n in range(8)))
+    assert results.count(MailClaim.CLAIMED) == 1
+    winner = next(f"c{n}" for n, r in enumerate(results) if r is MailClaim.CLAIMED)
+    assert await store.settle_user_mail("job-1", "succeeded", MailState.SENT, claim_id=winner)
+    doc = await store.jobs.find_one({"_id": "job-1"})
+    assert doc is not None and "announce_due_at" not in doc
+    assert doc["mail"]["succeeded"]["state"] == "sent" and doc["notified_user_at"]
+    assert await claim("again") is MailClaim.DONE
+    assert (
+        await store.claim_user_mail(
+            "nothing", "dead", claim_id="x", message_id="<m>", stale_before=utcnow()
+        )
+        is MailClaim.NO_RECORD
+    )
 
 
 async def test_concurrent_claims_have_exactly_one_winner(store: JobStore) -> None:
@@ -157,13 +225,13 @@ async def test_concurrent_changes_of_one_job_lose_nothing(store: JobStore) -> No
     await asyncio.gather(
         store.mark_running("job-1", 1),
         store.complete("job-1", 1, '{"ok": 1}'),
-        store.mark_notified("job-1", user=True, admins=False),
+        store.mark_admins_notified("job-1"),
     )
     job = await store.get_job("job-1")
     assert job is not None
     assert job.status is JobStatus.SUCCEEDED
     assert job.result == '{"ok": 1}'
-    assert job.notified_user_at is not None
+    assert job.notified_admins_at is not None
 
 
 async def test_prepare_creates_every_index_and_is_idempotent(store: JobStore) -> None:

@@ -5,9 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from jobplane.events import AttemptRecord, Failure, FailureKind, JobCompleted, JobFailed
+from jobplane.events import (
+    AttemptRecord,
+    Event,
+    Failure,
+    FailureKind,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobRequested,
+)
 
 
 class JobStatus(StrEnum):
@@ -29,6 +38,41 @@ OPEN_STATUSES = (JobStatus.DISPATCHED, JobStatus.RUNNING)
 FAILABLE_STATUSES = (JobStatus.QUEUED, JobStatus.DISPATCHED, JobStatus.RUNNING)
 
 
+ReportStatus = Literal["succeeded", "failed"]
+# The outcomes that end a job with an e-mail to its user (``mail.<outcome>`` on the job).
+MAIL_OUTCOMES = ("succeeded", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What is known of an attempt's outcome, as first reported (the first report wins)."""
+
+    status: ReportStatus
+    at: datetime
+    failure: Failure | None = None  # set when status is "failed"
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"status": self.status, "at": self.at}
+        if self.failure is not None:
+            doc["error"] = failure_to_document(self.failure)
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Report:
+        return cls(
+            status=doc["status"], at=doc["at"], failure=failure_from_document(doc.get("error"))
+        )
+
+
+class OwedTopic(StrEnum):
+    """Which topic a job's owed announcement goes to."""
+
+    REQUESTED = "requested"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
@@ -38,6 +82,7 @@ class Attempt:
     deadline_at: datetime | None = None
     callback_token_hash: str | None = None
     failure: Failure | None = None
+    report: Report | None = None
 
     def to_record(self) -> AttemptRecord:
         return AttemptRecord(
@@ -70,16 +115,66 @@ class Job:
     last_failure: Failure | None = None
     notified_user_at: datetime | None = None
     notified_admins_at: datetime | None = None
+    # The outbox: set when the job owes an event, cleared by the consumer that acts on it.
+    announce_due_at: datetime | None = None
+    idempotency_key: str | None = None
+    announce_relays: int = 0  # how often the relay has re-published an owed event
+    # ``mail.<outcome>.state`` per outcome mailed to the user ("claimed" or "sent").
+    mail_states: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def user_notified(self) -> bool:
+        return self.notified_user_at is not None or "sent" in self.mail_states.values()
+
+    # -- the events that report on a stored job: built here only ---------------------
+
+    def _envelope(self, trace_id: str | None) -> dict[str, Any]:
+        """The fields every event about this job's current attempt starts with."""
+        return {
+            "job_id": self.job_id,
+            "app_id": self.app_id,
+            "user_id": self.user_id,
+            "attempt": self.attempt,
+            "trace_id": trace_id or self.trace_id,
+            "job_type": self.job_type,
+        }
+
+    def requested_event(self, trace_id: str | None = None) -> JobRequested:
+        """The request of the job's current (or next due) attempt."""
+        return JobRequested(
+            **self._envelope(trace_id),
+            payload=self.payload,
+            timeout_seconds=self.timeout_seconds,
+        )
+
+    def dead_event(self, reason: str | None = None, trace_id: str | None = None) -> JobDead:
+        """The announcement that the job is dead, with every attempt."""
+        failure = self.last_failure
+        return JobDead(
+            **self._envelope(trace_id),
+            reason=reason or (failure.message if failure else "the job is dead"),
+            failure=failure,
+            attempts=tuple(a.to_record() for a in self.attempts),
+        )
+
+    def owed_event(self) -> tuple[OwedTopic, Event] | None:
+        """What the job's state owes Kafka (the outbox relay re-publishes it), or None."""
+        if self.status in (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED):
+            return OwedTopic.REQUESTED, self.requested_event()
+        if self.status is JobStatus.SUCCEEDED:
+            return OwedTopic.COMPLETED, self.completed_event()
+        if self.status is JobStatus.DEAD:
+            return OwedTopic.DEAD, self.dead_event()
+        current = self.attempt_info(self.attempt)
+        report = current.report if current else None
+        if self.status in OPEN_STATUSES and report and report.failure:
+            return OwedTopic.FAILED, self.failed_event(report.failure)
+        return None
 
     def failed_event(self, failure: Failure, trace_id: str | None = None) -> JobFailed:
         """The report that the current attempt failed; it carries the request along."""
         return JobFailed(
-            job_id=self.job_id,
-            app_id=self.app_id,
-            user_id=self.user_id,
-            attempt=self.attempt,
-            trace_id=trace_id or self.trace_id,
-            job_type=self.job_type,
+            **self._envelope(trace_id),
             payload=self.payload,
             timeout_seconds=self.timeout_seconds,
             failure=failure,
@@ -88,12 +183,7 @@ class Job:
     def completed_event(self, trace_id: str | None = None) -> JobCompleted:
         """The announcement of a succeeded job's result."""
         return JobCompleted(
-            job_id=self.job_id,
-            app_id=self.app_id,
-            user_id=self.user_id,
-            attempt=self.attempt,
-            trace_id=trace_id or self.trace_id,
-            job_type=self.job_type,
+            **self._envelope(trace_id),
             result=self.result if self.result is not None else "null",
         )
 
@@ -125,6 +215,14 @@ class Job:
             last_failure=failure_from_document(doc.get("last_failure")),
             notified_user_at=doc.get("notified_user_at"),
             notified_admins_at=doc.get("notified_admins_at"),
+            announce_due_at=doc.get("announce_due_at"),
+            idempotency_key=doc.get("idempotency_key"),
+            announce_relays=doc.get("announce_relays", 0),
+            mail_states={
+                outcome: str(state.get("state"))
+                for outcome, state in (doc.get("mail") or {}).items()
+                if isinstance(state, dict)
+            },
         )
 
 
@@ -157,4 +255,5 @@ def _attempt_from_document(number: int, doc: dict[str, Any]) -> Attempt:
         deadline_at=doc.get("deadline_at"),
         callback_token_hash=doc.get("callback_token_hash"),
         failure=failure_from_document(doc.get("failure")),
+        report=Report.from_document(doc["report"]) if doc.get("report") else None,
     )

@@ -18,9 +18,14 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+import uvloop
+
+from jobplane.config import CommonSettings
 from jobplane.logs import configure, fields
 
 log = logging.getLogger(__name__)
+
+_CLOSE_S = 5.0
 
 
 def run(
@@ -28,13 +33,22 @@ def run(
     main: Coroutine[Any, Any, None],
     log_level: str = "INFO",
     *,
-    repeat_interval_s: float = 10.0,
-    stop_timeout_s: float = 30.0,
+    settings: CommonSettings | None = None,
 ) -> None:
     """Run ``main`` until it ends or the process gets SIGTERM / SIGINT; exit 0 after a
-    clean stop."""
-    configure(service, log_level, repeat_interval_s)
-    asyncio.run(_until_signalled(service, main, stop_timeout_s))
+    clean stop. ``settings`` (when given) set the log level, the repeat interval of error
+    logs and the bound of the stop (drain timeout + Kafka delivery timeout + 5 s)."""
+    settings = settings or CommonSettings(log_level=log_level)
+    repeat_interval_s = settings.log_repeat_interval_seconds
+    # Draining, then the producer's last deliveries; a little more for the rest (closing).
+    stop_timeout_s = (
+        settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds + _CLOSE_S
+    )
+    configure(service, settings.log_level, repeat_interval_s)
+    # uvloop: the services are event-loop bound (many small awaits per event), and libuv's
+    # loop spends less CPU on each than asyncio's own.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_until_signalled(service, main, stop_timeout_s))
 
 
 async def _until_signalled(

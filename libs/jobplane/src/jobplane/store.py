@@ -10,9 +10,10 @@ jobplane.indexes.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum, StrEnum
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -24,9 +25,18 @@ from jobplane import indexes
 from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
 from jobplane.events import Failure
-from jobplane.jobs import FAILABLE_STATUSES, OPEN_STATUSES, Job, JobStatus, failure_to_document
+from jobplane.jobs import (
+    FAILABLE_STATUSES,
+    OPEN_STATUSES,
+    Job,
+    JobStatus,
+    Report,
+    failure_to_document,
+)
 
 Document = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 # The longest a change of an app or a user stays unseen by a service that read it before
 # (see jobplane.cache): a new backend URL or e-mail address is used within these seconds.
@@ -87,6 +97,28 @@ class NewJob:
     payload: str
     timeout_seconds: int | None
     trace_id: str
+    idempotency_key: str | None = None
+
+    def document(self, now: datetime, announce_due_at: datetime) -> Document:
+        """The job document as inserted: queued, attempt 1, owing its ``job.requested``."""
+        doc: Document = {
+            "_id": self.job_id,
+            "app_id": self.app_id,
+            "user_id": self.user_id,
+            "job_type": self.job_type,
+            "payload": self.payload,
+            "timeout_seconds": self.timeout_seconds,
+            "trace_id": self.trace_id,
+            "status": JobStatus.QUEUED.value,
+            "attempt": 1,
+            "attempts": {},
+            "created_at": now,
+            "updated_at": now,
+            "announce_due_at": announce_due_at,
+        }
+        if self.idempotency_key is not None:
+            doc["idempotency_key"] = self.idempotency_key
+        return doc
 
 
 def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
@@ -101,7 +133,6 @@ class JobStore:
         self.jobs: AsyncCollection[Document] = database["jobs"]
         self.apps: AsyncCollection[Document] = database["apps"]
         self.users: AsyncCollection[Document] = database["users"]
-        self.idempotency_keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
@@ -199,46 +230,27 @@ class JobStore:
 
     # -- job creation -----------------------------------------------------------------
 
-    async def reserve_idempotency_key(self, app_id: str, key: str, job_id: str) -> str:
-        """The job id this key stands for: ``job_id`` if the key is new, else the earlier one."""
-        doc_id = f"{app_id}:{key}"
-        try:
-            await self.idempotency_keys.insert_one(
-                {"_id": doc_id, "job_id": job_id, "created_at": utcnow()}
-            )
-            return job_id
-        except DuplicateKeyError:
-            existing = await self.idempotency_keys.find_one({"_id": doc_id})
-            if existing is None:  # pragma: no cover - keys are never deleted
-                raise
-            return str(existing["job_id"])
-
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert the job unless it exists; returns it and whether this call created it."""
+    async def create_job(
+        self, new: NewJob, *, announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE
+    ) -> tuple[Job, bool]:
+        """Insert the job, owing its ``job.requested`` (one command); returns it and whether
+        this call created it. A job id that exists already (a replayed request from the
+        Kafka path), or an Idempotency-Key the app used before, returns the earlier job."""
         now = utcnow()
-        created = True
+        doc = new.document(now, now + announce_grace)
         try:
-            await self.jobs.insert_one(
-                {
-                    "_id": new.job_id,
-                    "app_id": new.app_id,
-                    "user_id": new.user_id,
-                    "job_type": new.job_type,
-                    "payload": new.payload,
-                    "timeout_seconds": new.timeout_seconds,
-                    "trace_id": new.trace_id,
-                    "status": JobStatus.QUEUED.value,
-                    "attempt": 1,
-                    "attempts": {},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+            await self.jobs.insert_one(doc)
         except DuplicateKeyError:
-            created = False
-        job = await self.get_job(new.job_id)
-        assert job is not None  # just written, and jobs are never deleted
-        return job, created
+            if new.idempotency_key is None:
+                earlier = await self.jobs.find_one({"_id": new.job_id})
+            else:
+                earlier = await self.jobs.find_one(
+                    {"app_id": new.app_id, "idempotency_key": new.idempotency_key}
+                )
+            if earlier is None:  # pragma: no cover - jobs are never deleted
+                raise
+            return Job.from_document(earlier), False
+        return Job.from_document(doc), True
 
     async def get_job(self, job_id: str) -> Job | None:
         doc = await self.jobs.find_one({"_id": job_id})
@@ -252,29 +264,62 @@ class JobStore:
     # -- guarded state changes ----------------------------------------------------------
 
     async def claim_attempt(
-        self, job_id: str, attempt: int, *, callback_token_hash: str, deadline_at: datetime
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        callback_token_hash: str,
+        deadline_at: datetime,
+        app_id: str | None = None,
     ) -> Job | None:
-        """queued / retry_scheduled → dispatched, for exactly the attempt that is due."""
+        """queued / retry_scheduled → dispatched, for exactly the attempt that is due (and, when
+        ``app_id`` is given, only a job of that app). Clears the owed ``job.requested``."""
         now = utcnow()
         return await self._transition(
             job_id,
             attempt,
             (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
             JobStatus.DISPATCHED,
-            {
-                "deadline_at": deadline_at,
-                f"attempts.{attempt}.dispatched_at": now,
-                f"attempts.{attempt}.deadline_at": deadline_at,
-                # Kept per attempt: a late callback of an old attempt must still be told
-                # apart from a forged one.
-                f"attempts.{attempt}.callback_token_hash": callback_token_hash,
-            },
-            unset=("next_attempt_at", "timeout_reported_at"),
+            _claim_changes(attempt, now, callback_token_hash, deadline_at),
+            unset=("next_attempt_at", "announce_due_at"),
+            guard={"app_id": app_id} if app_id is not None else None,
             now=now,
         )
 
-    async def mark_running(self, job_id: str, attempt: int) -> Job | None:
-        """dispatched → running: the backend accepted the attempt."""
+    async def reclaim_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        app_id: str,
+        callback_token_hash: str,
+        deadline_at: datetime,
+        claimed_before: datetime,
+    ) -> Job | None:
+        """Take over a claim whose dispatcher went away before the backend accepted: the
+        attempt is still ``dispatched``, neither accepted nor reported, and was claimed before
+        ``claimed_before`` (by then a live dispatcher has had its answer). A new token."""
+        now = utcnow()
+        return await self._transition(
+            job_id,
+            attempt,
+            (JobStatus.DISPATCHED,),
+            JobStatus.DISPATCHED,
+            _claim_changes(attempt, now, callback_token_hash, deadline_at),
+            guard={
+                "app_id": app_id,
+                f"attempts.{attempt}.accepted_at": {"$exists": False},
+                f"attempts.{attempt}.report": {"$exists": False},
+                f"attempts.{attempt}.dispatched_at": {"$lt": claimed_before},
+            },
+            now=now,
+        )
+
+    async def mark_running(
+        self, job_id: str, attempt: int, callback_token_hash: str | None = None
+    ) -> Job | None:
+        """dispatched → running: the backend accepted the attempt (the claim with
+        ``callback_token_hash``, when given: a claim taken over is no longer ours)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -282,20 +327,72 @@ class JobStore:
             (JobStatus.DISPATCHED,),
             JobStatus.RUNNING,
             {f"attempts.{attempt}.accepted_at": now},
+            # A reported attempt (a timeout, or a callback faster than us) stays as it is.
+            guard=_first_report_guard(attempt, callback_token_hash),
             now=now,
         )
 
-    async def complete(self, job_id: str, attempt: int, result: str) -> Job | None:
-        """dispatched / running → succeeded."""
+    async def complete(
+        self,
+        job_id: str,
+        attempt: int,
+        result: str,
+        *,
+        callback_token_hash: str | None = None,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """dispatched / running → succeeded, if no outcome of the attempt was reported yet
+        (and, for a callback, its token is the attempt's); owes ``job.completed``."""
         now = utcnow()
         return await self._transition(
             job_id,
             attempt,
             OPEN_STATUSES,
             JobStatus.SUCCEEDED,
-            {"result": result, "finished_at": now, f"attempts.{attempt}.ended_at": now},
+            {
+                "result": result,
+                "finished_at": now,
+                "announce_due_at": now + announce_grace,
+                f"attempts.{attempt}.ended_at": now,
+                f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
+            },
+            unset=("deadline_at",),
             now=now,
+            guard=_first_report_guard(attempt, callback_token_hash),
         )
+
+    async def report_failure(
+        self,
+        job_id: str,
+        attempt: int,
+        failure: Failure,
+        *,
+        callback_token_hash: str | None = None,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """The open ``attempt`` failed, as first reported: stores the report and owes
+        ``job.failed``. The status stays: the retry router's transition decides what follows.
+        The attempt's deadline goes (its outcome is known)."""
+        now = utcnow()
+        guard: Document = {
+            "_id": job_id,
+            "attempt": attempt,
+            "status": {"$in": [s.value for s in OPEN_STATUSES]},
+            **_first_report_guard(attempt, callback_token_hash),
+        }
+        doc = await self.jobs.find_one_and_update(
+            guard,
+            {
+                "$set": {
+                    f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
+                    "announce_due_at": now + announce_grace,
+                    "updated_at": now,
+                },
+                "$unset": {"deadline_at": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
 
     async def schedule_retry(
         self,
@@ -367,70 +464,258 @@ class JobStore:
         *,
         now: datetime,
         unset: tuple[str, ...] = (),
+        guard: Document | None = None,
     ) -> Job | None:
         update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
-        guard: Document = {
+        query: Document = {
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
+            **(guard or {}),
         }
         doc = await self.jobs.find_one_and_update(
-            guard, update, return_document=ReturnDocument.AFTER
+            query, update, return_document=ReturnDocument.AFTER
         )
         return Job.from_document(doc) if doc else None
+
+    # -- the outbox relay ----------------------------------------------------------------
+
+    async def due_announcements(self, now: datetime, limit: int) -> list[Job]:
+        """Jobs whose owed event is overdue (``announce_due_at < now``), oldest first."""
+        cursor = self.jobs.find(
+            {"announce_due_at": {"$lt": now}}, sort=[("announce_due_at", 1)], limit=limit
+        )
+        due: list[Job] = []
+        async for doc in cursor:
+            try:
+                due.append(Job.from_document(doc))
+            except (KeyError, TypeError, ValueError) as exc:
+                # No event can be built from it: drop the debt so that it does not hold the
+                # head of every batch for ever.
+                log.error(
+                    "unreadable job owes an event; dropped",
+                    extra={"fields": {"job_id": str(doc.get("_id")), "error": repr(exc)}},
+                )
+                await self.jobs.update_one({"_id": doc["_id"]}, {"$unset": {"announce_due_at": ""}})
+        return due
+
+    async def postpone_announcement(self, job: Job, next_due_at: datetime) -> bool:
+        """Take ``job``'s overdue announcement (push it to ``next_due_at``): False when
+        another relay took it or its consumer has acted since ``job`` was read."""
+        result = await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$set": {"announce_due_at": next_due_at}, "$inc": {"announce_relays": 1}},
+        )
+        return result.modified_count == 1
+
+    async def drop_announcement(self, job: Job) -> None:
+        """``job`` owes nothing after all (its state has no event to announce)."""
+        await self.jobs.update_one(
+            {"_id": job.job_id, "announce_due_at": job.announce_due_at},
+            {"$unset": {"announce_due_at": ""}},
+        )
 
     # -- deadlines ---------------------------------------------------------------------
 
     async def overdue_attempts(self, now: datetime, limit: int = 100) -> list[Job]:
-        """Open attempts past their deadline whose timeout has not been reported yet."""
+        """Open attempts past their deadline. A reported attempt has no ``deadline_at`` any
+        more, so only attempts whose outcome is still unknown are found."""
         cursor = self.jobs.find(
-            {
-                "status": {"$in": [s.value for s in OPEN_STATUSES]},
-                "deadline_at": {"$lt": now},
-                "timeout_reported_at": None,
-            },
+            {"status": {"$in": [s.value for s in OPEN_STATUSES]}, "deadline_at": {"$lt": now}},
             limit=limit,
         )
         return [Job.from_document(doc) async for doc in cursor]
 
-    async def mark_timeout_reported(self, job_id: str, attempt: int) -> None:
+    # -- notifications -----------------------------------------------------------------
+    #
+    # One e-mail per outcome and recipient. The user's mail about an outcome is recorded on
+    # the job (``mail.<outcome>``); every other mail (administrators' alerts, alerts about
+    # dead letters) in ``notifications`` under ``<job>:<outcome>:<recipient>``. Both follow
+    # one protocol: claim (one guarded write: nothing recorded yet, or a claim older than the
+    # claim timeout, whose sender is presumed dead), send, then mark sent under the claim.
+
+    async def claim_user_mail(
+        self, job_id: str, outcome: str, *, claim_id: str, message_id: str, stale_before: datetime
+    ) -> MailClaim:
+        """Claim the user's mail about ``outcome``; clears the owed event of the outcome."""
+        prefix = f"mail.{outcome}"
+        now = utcnow()
+        doc = await self.jobs.find_one_and_update(
+            _claim_guard(job_id, _claimable(prefix, stale_before)),
+            {
+                "$set": {prefix: _claim(claim_id, message_id, now), "updated_at": now},
+                "$unset": {"announce_due_at": ""},
+            },
+            projection={"_id": 1},
+        )
+        if doc is not None:
+            return MailClaim.CLAIMED
+        current = await self.jobs.find_one({"_id": job_id}, projection={prefix: 1})
+        if current is None:
+            return MailClaim.NO_RECORD
+        return _claim_state(current.get("mail", {}).get(outcome))
+
+    async def settle_user_mail(
+        self,
+        job_id: str,
+        outcome: str,
+        state: MailState,
+        *,
+        claim_id: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """Record the end of the user's mail: ``sent`` (also ``notified_user_at``) or ``failed``
+        under our claim; ``skipped`` (no address to send to) when nothing was claimed yet,
+        which also clears the owed event. False when the claim is no longer ours."""
+        prefix = f"mail.{outcome}"
+        now = utcnow()
+        changes: Document = {f"{prefix}.state": state.value, f"{prefix}.{state.value}_at": now}
+        if reason is not None:
+            changes[f"{prefix}.reason"] = reason
+        if state is MailState.SENT:
+            changes["notified_user_at"] = now
+        update: Document = {"$set": {**changes, "updated_at": now}}
+        if claim_id is None:
+            guard: Document = {"_id": job_id, prefix: {"$exists": False}}
+            update["$unset"] = {"announce_due_at": ""}
+        else:
+            guard = {"_id": job_id, f"{prefix}.claim_id": claim_id}
+        result = await self.jobs.update_one(guard, update)
+        return result.modified_count == 1
+
+    async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
+        """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
+        prefix = f"mail.{outcome}"
         await self.jobs.update_one(
-            {"_id": job_id, "attempt": attempt}, {"$set": {"timeout_reported_at": utcnow()}}
+            {"_id": job_id, f"{prefix}.claim_id": claim_id, f"{prefix}.state": "claimed"},
+            {"$unset": {prefix: ""}},
         )
 
-    # -- notifications -----------------------------------------------------------------
-
-    async def notification_sent(self, key: str) -> bool:
-        return await self.notifications.find_one({"_id": key}, projection={"_id": 1}) is not None
-
-    async def record_notification(
-        self, *, key: str, job_id: str, recipient: str, kind: str, message_id: str
-    ) -> None:
-        # A duplicate means an earlier delivery of the same event recorded it already.
-        with contextlib.suppress(DuplicateKeyError):
-            await self.notifications.insert_one(
-                {
-                    "_id": key,
-                    "job_id": job_id,
-                    "recipient": recipient,
-                    "kind": kind,
-                    "message_id": message_id,
-                    "sent_at": utcnow(),
-                }
-            )
-
-    async def mark_notified(self, job_id: str, *, user: bool, admins: bool) -> None:
+    async def claim_notification(
+        self,
+        key: str,
+        *,
+        job_id: str,
+        recipient: str,
+        kind: str,
+        claim_id: str,
+        message_id: str,
+        stale_before: datetime,
+    ) -> MailClaim:
+        """Claim the mail ``key`` of the ``notifications`` collection (created on first claim)."""
         now = utcnow()
-        changes: Document = {}
-        if user:
-            changes["notified_user_at"] = now
-        if admins:
-            changes["notified_admins_at"] = now
-        if changes:
-            await self.jobs.update_one({"_id": job_id}, {"$set": changes})
+        try:
+            await self.notifications.update_one(
+                _claim_guard(key, _claimable("state", stale_before, whole=True)),
+                {
+                    "$set": _claim(claim_id, message_id, now),
+                    "$setOnInsert": {"job_id": job_id, "recipient": recipient, "kind": kind},
+                },
+                upsert=True,
+            )
+            return MailClaim.CLAIMED
+        except DuplicateKeyError:
+            # It exists and is not claimable: sent, failed, or claimed by a live sender.
+            current = await self.notifications.find_one({"_id": key})
+            return _claim_state(current) if current is not None else MailClaim.BUSY
+
+    async def settle_notification(
+        self, key: str, state: MailState, *, claim_id: str, reason: str | None = None
+    ) -> bool:
+        """``sent`` or ``failed`` under our claim; False when the claim is no longer ours."""
+        now = utcnow()
+        changes: Document = {"state": state.value, f"{state.value}_at": now}
+        if reason is not None:
+            changes["reason"] = reason
+        result = await self.notifications.update_one(
+            {"_id": key, "claim_id": claim_id}, {"$set": changes}
+        )
+        return result.modified_count == 1
+
+    async def release_notification(self, key: str, *, claim_id: str) -> None:
+        await self.notifications.delete_one(
+            {"_id": key, "claim_id": claim_id, "state": MailState.CLAIMED.value}
+        )
+
+    async def mark_admins_notified(self, job_id: str) -> None:
+        now = utcnow()
+        await self.jobs.update_one(
+            {"_id": job_id, "notified_admins_at": None},
+            {"$set": {"notified_admins_at": now, "updated_at": now}},
+        )
+
+
+class MailState(StrEnum):
+    CLAIMED = "claimed"  # a sender is at work (or died: the claim goes stale)
+    SENT = "sent"
+    FAILED = "failed"  # refused for good (bad address, header or content): never retried
+    SKIPPED = "skipped"  # nobody to send it to (the user is not registered)
+
+
+class MailClaim(Enum):
+    CLAIMED = "claimed"  # ours: send, then settle
+    DONE = "done"  # sent, failed or skipped already: nothing to do
+    BUSY = "busy"  # claimed by another sender less than the claim timeout ago
+    NO_RECORD = "no_record"  # no job document to record it on
+
+
+def _claim(claim_id: str, message_id: str, now: datetime) -> Document:
+    return {
+        "state": MailState.CLAIMED.value,
+        "claim_id": claim_id,
+        "claimed_at": now,
+        "message_id": message_id,
+    }
+
+
+def _claimable(field: str, stale_before: datetime, *, whole: bool = False) -> list[Document]:
+    """Nothing recorded yet, or a claim gone stale. ``field`` is the record (on a job) or,
+    with ``whole``, the record's state field (a record that is a document of its own)."""
+    state, claimed_at = (
+        (field, "claimed_at") if whole else (f"{field}.state", f"{field}.claimed_at")
+    )
+    return [
+        {state: {"$exists": False}},
+        {state: MailState.CLAIMED.value, claimed_at: {"$lt": stale_before}},
+    ]
+
+
+def _claim_guard(doc_id: str, claimable: list[Document]) -> Document:
+    # `$and: [{_id}, {$or}]`, not `{_id, $or}`: secantusd-rs answers the latter by a scan of
+    # the whole collection (see jobplane.indexes, "user mail claim").
+    return {"$and": [{"_id": doc_id}, {"$or": claimable}]}
+
+
+def _claim_state(record: Document | None) -> MailClaim:
+    if record is None:
+        return MailClaim.BUSY  # raced with a claim that is not visible yet: try again later
+    if record.get("state") == MailState.CLAIMED.value:
+        return MailClaim.BUSY
+    return MailClaim.DONE
+
+
+def _first_report_guard(attempt: int, callback_token_hash: str | None) -> Document:
+    """The first report of an attempt wins; a callback's must carry the attempt's token."""
+    guard: Document = {f"attempts.{attempt}.report": {"$exists": False}}
+    if callback_token_hash is not None:
+        guard[f"attempts.{attempt}.callback_token_hash"] = callback_token_hash
+    return guard
 
 
 def _user_key(app_id: str, user_id: str) -> str:
     return f"{app_id}:{user_id}"
+
+
+def _claim_changes(
+    attempt: int, now: datetime, callback_token_hash: str, deadline_at: datetime
+) -> Document:
+    return {
+        "deadline_at": deadline_at,
+        f"attempts.{attempt}.dispatched_at": now,
+        f"attempts.{attempt}.deadline_at": deadline_at,
+        # Kept per attempt: a late callback of an old attempt must still be told apart from
+        # a forged one.
+        f"attempts.{attempt}.callback_token_hash": callback_token_hash,
+    }

@@ -1,21 +1,23 @@
 """The deadline sweeper: an attempt without a result by its deadline has failed (timeout).
 
-Every interval it reports each overdue open attempt once on ``job.failed`` and marks it
-reported. Several dispatcher instances may report the same attempt: the retry service's
-guarded transition makes only the first report count.
+Every interval it reports each overdue attempt whose outcome is still unknown: the timeout
+is stored as the attempt's report (one guarded write, which also drops the deadline), then
+published on ``job.failed``. The first report of an attempt wins: a callback, the
+dispatcher's own failure report or another instance's sweep that came first makes the write
+match nothing, and nothing is published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import Job
 from jobplane.kafka import Publisher
 from jobplane.logs import bind, fields
-from jobplane.store import JobStore, utcnow
+from jobplane.store import DEFAULT_ANNOUNCE_GRACE, JobStore, utcnow
 from jobplane.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,18 @@ BATCH = 100
 
 class DeadlineSweeper:
     def __init__(
-        self, store: JobStore, publisher: Publisher, topics: Topics, interval_seconds: float
+        self,
+        store: JobStore,
+        publisher: Publisher,
+        topics: Topics,
+        interval_seconds: float,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.topics = topics
         self.interval_seconds = interval_seconds
+        self.announce_grace = announce_grace
 
     async def run(self) -> None:
         """Sweep every interval until cancelled; a failing sweep is logged and retried."""
@@ -61,6 +69,10 @@ class DeadlineSweeper:
                 message=f"no result by the deadline {deadline}",
                 retryable=True,
             )
+            reported = await self.store.report_failure(
+                job.job_id, job.attempt, failure, announce_grace=self.announce_grace
+            )
+            if reported is None:
+                return  # its outcome was reported first
             log.warning("attempt timed out", extra=fields(deadline=deadline))
             await self.publisher.publish(self.topics.failed, job.failed_event(failure))
-            await self.store.mark_timeout_reported(job.job_id, job.attempt)

@@ -1,47 +1,81 @@
-"""Handling one ``job.requested`` event: claim the attempt, call the backend, report.
+"""Handling one ``job.requested`` event: check it, claim the attempt, call the backend, record.
 
 The flow (see the pipeline contract):
 
-1. the app must be registered, else the job is rejected (``job.failed``, kind ``rejected``);
-2. the job document is created if an app produced ``job.requested`` directly;
-3. the attempt is claimed (queued / retry_scheduled → dispatched) with a fresh callback token
-   and the attempt's deadline — a duplicate or stale event claims nothing and is skipped, so
-   a backend is called at most once per attempt;
-4. the backend is called (within the app's concurrency limit): accepted → running; a result at
-   once → succeeded and ``job.completed``; a failure → ``job.failed``. The dispatcher never
-   moves a job to retry_scheduled or dead itself: the retry service decides.
+1. the request must pass the rules every front door applies (``jobplane.validation``) and its
+   app must be registered, else the job is rejected: ``job.failed`` kind ``rejected``, not
+   retryable (the retry service makes it ``job.dead``, the notifier alerts the admins);
+2. the attempt is claimed (queued / retry_scheduled → dispatched) with a fresh callback
+   token and the attempt's deadline: one guarded write, no read before it. Only when it
+   matches nothing is the job read (the slow path): a job an app produced straight to Kafka
+   is created (its user must be registered), a claim whose dispatcher died before the
+   backend accepted is taken over once its lease is over (so a backend may see one attempt
+   twice: same job id and attempt), and anything else is a duplicate or stale event: a no-op
+   (what the store owes is announced by the relay, never by a replay);
+3. the backend is called (within the app's concurrency limit) and its answer recorded by one
+   guarded write under our token: accepted → running; a result at once → succeeded, then
+   ``job.completed``; a failure → the attempt's report, then ``job.failed``. The dispatcher
+   never moves a job to retry_scheduled or dead itself: the retry service decides.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested
-from jobplane.jobs import JobStatus
+from jobplane.jobs import Job, JobStatus
 from jobplane.kafka import PermanentError, Publisher, Record
 from jobplane.logs import bind, fields
 from jobplane.security import hash_secret
 from jobplane.store import App, JobStore, NewJob, utcnow
 from jobplane.topics import Topics
+from jobplane.validation import (
+    check_app_id,
+    check_job_id,
+    check_job_type,
+    check_timeout_seconds,
+    check_user_id,
+    clamp_timeout_seconds,
+    parse_json_text,
+)
 
-from jobplane_dispatcher.backend import Accepted, BackendClient, CompletedAtOnce, Failed
+from jobplane_dispatcher.backend import Accepted, BackendClient, CompletedAtOnce, Failed, Outcome
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.limits import AppLimits
 
 log = logging.getLogger(__name__)
+
+# How often a replay waiting for another dispatcher's claim looks again.
+_CLAIM_POLL_SECONDS = 0.5
+_CLAIMABLE = (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED)
 
 
 def new_callback_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def attempt_timeout_seconds(event: JobRequested, job_timeout: int | None, app: App) -> int:
-    """The request's own timeout, else the job's, else the app's default."""
-    return event.timeout_seconds or job_timeout or app.default_timeout_seconds
+def attempt_timeout_seconds(event: JobRequested, app: App) -> int:
+    """The request's own timeout (checked at the door), else the app's default, brought
+    into range: an app stored before the bounds existed may hold any number."""
+    if event.timeout_seconds is not None:
+        return event.timeout_seconds
+    return clamp_timeout_seconds(app.default_timeout_seconds)
+
+
+def request_problem(event: JobRequested) -> str | None:
+    """What the gateway would refuse in this request (other than its JSON payload)."""
+    return (
+        check_job_id(event.job_id)
+        or check_app_id(event.app_id)
+        or check_user_id(event.user_id)
+        or check_job_type(event.job_type)
+        or check_timeout_seconds(event.timeout_seconds)
+    )
 
 
 def backend_body(
@@ -64,6 +98,30 @@ def backend_body(
         "callback_token": callback_token,
         "deadline": deadline.isoformat().replace("+00:00", "Z"),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim of an attempt hands to the backend; the store keeps the token's hash."""
+
+    token: str
+    token_hash: str
+    deadline: datetime
+
+    @classmethod
+    def new(cls, timeout_seconds: int) -> Claim:
+        token = new_callback_token()
+        return cls(token, hash_secret(token), utcnow() + timedelta(seconds=timeout_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What the backend call of one event needs, checked already."""
+
+    event: JobRequested
+    app: App
+    payload: Any
+    timeout_seconds: int
 
 
 class Dispatcher:
@@ -91,11 +149,116 @@ class Dispatcher:
             await self.dispatch(event)
 
     async def dispatch(self, event: JobRequested) -> None:
-        app = await self.store.get_app(event.app_id)
-        if app is None:
-            await self._fail(event, FailureKind.REJECTED, f"app {event.app_id!r} is not registered")
+        payload, problem = parse_json_text(event.payload)
+        problem = request_problem(event) or problem
+        if problem is not None:
+            await self._reject(event, problem)
             return
+        app = await self.store.cached_app(event.app_id)
+        if app is None:
+            await self._reject(event, f"app {event.app_id!r} is not registered")
+            return
+        timeout_seconds = attempt_timeout_seconds(event, app)
+        call = _Call(event, app, payload, timeout_seconds)
+        done = await self._claim_and_call(call, taking_over_before=None)
+        if done is None:
+            done = await self._slow_path(call)
+        if done is not None:
+            await self._record(event, *done)
 
+    async def _claim_and_call(
+        self, call: _Call, *, taking_over_before: datetime | None
+    ) -> tuple[Claim, Outcome] | None:
+        """Within the app's concurrency limit: claim the attempt (or take a dead claim over,
+        when ``taking_over_before`` is given), then call the backend at once, so that the
+        lease and the deadline start when the call does. None: the claim matched nothing."""
+        event = call.event
+        async with self.limits.slot(call.app):
+            claim = Claim.new(call.timeout_seconds)
+            if taking_over_before is None:
+                claimed = await self.store.claim_attempt(
+                    event.job_id,
+                    event.attempt,
+                    app_id=event.app_id,
+                    callback_token_hash=claim.token_hash,
+                    deadline_at=claim.deadline,
+                )
+            else:
+                claimed = await self.store.reclaim_attempt(
+                    event.job_id,
+                    event.attempt,
+                    app_id=event.app_id,
+                    callback_token_hash=claim.token_hash,
+                    deadline_at=claim.deadline,
+                    claimed_before=taking_over_before,
+                )
+                if claimed is not None:
+                    log.warning("claimed attempt never reached the backend; dispatching it again")
+            if claimed is None:
+                return None
+            body = backend_body(
+                event,
+                call.payload,
+                callback_url=self.settings.callback_url(event.job_id),
+                callback_token=claim.token,
+                deadline=claim.deadline,
+            )
+            return claim, await self.backend.dispatch(call.app.backend_url, body, event.trace_id)
+
+    async def _slow_path(self, call: _Call) -> tuple[Claim, Outcome] | None:
+        """The claim matched nothing: find out why, outside the app's concurrency limit.
+        None when there is nothing to do (a duplicate or stale event, or a rejected job)."""
+        event = call.event
+        job = await self.store.get_job(event.job_id)
+        if job is None:
+            job = await self._create_direct_job(event)
+        lease = timedelta(seconds=self.settings.claim_lease())
+        while job is not None:
+            if job.app_id != event.app_id:
+                # Never touch, or report on, another app's job because of a colliding id.
+                raise PermanentError(
+                    f"job id {event.job_id!r} belongs to another app than {event.app_id!r}"
+                )
+            attempt = job.attempt_info(event.attempt)
+            if job.attempt != event.attempt:
+                break
+            if job.status in _CLAIMABLE:
+                done = await self._claim_and_call(call, taking_over_before=None)
+            elif (
+                job.status is JobStatus.DISPATCHED
+                and attempt is not None
+                and attempt.dispatched_at is not None
+                and attempt.accepted_at is None
+                and attempt.report is None
+            ):
+                now = utcnow()
+                if now < attempt.dispatched_at + lease:
+                    # Another dispatcher may be calling the backend right now: wait for its
+                    # answer rather than call twice and void its token.
+                    wait = (attempt.dispatched_at + lease - now).total_seconds()
+                    await asyncio.sleep(min(wait, _CLAIM_POLL_SECONDS))
+                    done = None
+                else:
+                    done = await self._claim_and_call(call, taking_over_before=now - lease)
+            else:
+                break
+            if done is not None:
+                return done
+            job = await self.store.get_job(event.job_id)
+        if job is not None:
+            log.info(
+                "attempt not due (duplicate or stale event); nothing to do",
+                extra=fields(status=job.status.value, job_attempt=job.attempt),
+            )
+        return None
+
+    async def _create_direct_job(self, event: JobRequested) -> Job | None:
+        """A job an app produced straight to Kafka: stored here, once its user is known."""
+        if await self.store.cached_user(event.app_id, event.user_id) is None:
+            await self._reject(
+                event, f"user {event.user_id!r} of app {event.app_id!r} is not registered"
+            )
+            return None
         job, created = await self.store.create_job(
             NewJob(
                 job_id=event.job_id,
@@ -109,82 +272,47 @@ class Dispatcher:
         )
         if created:
             log.info("job created from a direct job.requested")
-        if job.app_id != event.app_id:
-            # Never touch, or report on, another app's job because of a colliding job id.
-            log.error(
-                "job id belongs to another app; event ignored",
-                extra=fields(event_app_id=event.app_id, job_app_id=job.app_id),
-            )
-            return
+        return job
 
-        try:
-            payload = json.loads(event.payload)
-        except ValueError as exc:
-            await self._fail(event, FailureKind.REJECTED, f"payload is not valid JSON: {exc}")
-            return
-
-        async with self.limits.slot(app):
-            token = new_callback_token()
-            timeout = attempt_timeout_seconds(event, job.timeout_seconds, app)
-            deadline = utcnow() + timedelta(seconds=timeout)
-            claimed = await self.store.claim_attempt(
-                event.job_id,
-                event.attempt,
-                callback_token_hash=hash_secret(token),
-                deadline_at=deadline,
-            )
-            if claimed is None:
-                await self._skip(event)
-                return
-            body = backend_body(
-                event,
-                payload,
-                callback_url=self.settings.callback_url(event.job_id),
-                callback_token=token,
-                deadline=deadline,
-            )
-            outcome = await self.backend.dispatch(app.backend_url, body, event.trace_id)
-
+    async def _record(self, event: JobRequested, claim: Claim, outcome: Outcome) -> None:
+        """One guarded write under our claim's token, then what it owes is published."""
         if isinstance(outcome, Accepted):
-            if await self.store.mark_running(event.job_id, event.attempt) is None:
+            if await self.store.mark_running(event.job_id, event.attempt, claim.token_hash):
+                log.info("attempt running", extra=fields(deadline=claim.deadline.isoformat()))
+            else:
                 # The callback (or a timeout report) overtook us: it already decided.
                 log.info("accepted, but the attempt has moved on already")
-            else:
-                log.info("attempt running", extra=fields(deadline=deadline.isoformat()))
         elif isinstance(outcome, CompletedAtOnce):
-            await self._complete(event, outcome.result)
+            job = await self.store.complete(
+                event.job_id,
+                event.attempt,
+                outcome.result,
+                callback_token_hash=claim.token_hash,
+                announce_grace=self.settings.announce_grace,
+            )
+            if job is None:
+                log.info("completed at once, but the attempt has moved on already")
+            else:
+                await self.publisher.publish(self.topics.completed, job.completed_event())
         else:
             assert isinstance(outcome, Failed)
-            await self._publish_failure(event, outcome.failure)
+            failure = outcome.failure
+            reported = await self.store.report_failure(
+                event.job_id,
+                event.attempt,
+                failure,
+                callback_token_hash=claim.token_hash,
+                announce_grace=self.settings.announce_grace,
+            )
+            if reported is None:
+                log.info("attempt failed, but its outcome was reported already")
+            else:
+                await self._publish_failure(event, failure)
 
-    async def _skip(self, event: JobRequested) -> None:
-        """A duplicate or stale event: nothing to dispatch."""
-        current = await self.store.get_job(event.job_id)
-        log.info(
-            "attempt not due (duplicate or stale event); skipped",
-            extra=fields(
-                status=current.status.value if current else None,
-                job_attempt=current.attempt if current else None,
-            ),
-        )
-        if (
-            current is not None
-            and current.status is JobStatus.SUCCEEDED
-            and current.attempt == event.attempt
-        ):
-            # We may have stopped between storing a result-at-once and announcing it; a second
-            # announcement is harmless (the notifier sends each e-mail once).
-            await self.publisher.publish(self.topics.completed, current.completed_event())
-
-    async def _complete(self, event: JobRequested, result: str) -> None:
-        job = await self.store.complete(event.job_id, event.attempt, result)
-        if job is None:
-            log.info("completed at once, but the attempt has moved on already")
-            return
-        await self.publisher.publish(self.topics.completed, job.completed_event())
-
-    async def _fail(self, event: JobRequested, kind: FailureKind, message: str) -> None:
-        await self._publish_failure(event, Failure(kind=kind, message=message, retryable=False))
+    async def _reject(self, event: JobRequested, reason: str) -> None:
+        """A request the gateway would have refused: not retryable, nothing stored."""
+        failure = Failure(kind=FailureKind.REJECTED, message=reason, retryable=False)
+        await self._publish_failure(event, failure)
 
     async def _publish_failure(self, event: JobRequested, failure: Failure) -> None:
         log.warning(

@@ -31,7 +31,11 @@ async def serve(settings: Settings) -> None:
             settings, conns.store, conns.publisher, conns.topics, backend, AppLimits()
         )
         sweeper = DeadlineSweeper(
-            conns.store, conns.publisher, conns.topics, settings.deadline_check_interval_seconds
+            conns.store,
+            conns.publisher,
+            conns.topics,
+            settings.deadline_check_interval_seconds,
+            settings.announce_grace,
         )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from jobplane.config import CommonSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
+KIB = 1024
+# Kafka's default largest message is 1 MB (``message.max.bytes`` = 1,048,588). An event
+# carries the payload (job.requested, job.failed) or the result (job.completed) plus an
+# envelope of a few KiB (ids, job type, a failure message of at most 10 KiB), so neither
+# limit may come near 1 MB.
+MAX_SIZE_LIMIT_BYTES = 900 * KIB
 
 
 class Settings(CommonSettings):
@@ -17,6 +26,29 @@ class Settings(CommonSettings):
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    # How long a request waits for Kafka's ack of its event before answering 503 (the
-    # client retries; with an Idempotency-Key the retry returns the same job).
-    publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long a request waits for Kafka's ack of its event. The job (or the result) is
+    # stored before, owing its event: without the ack in time the answer is the same, and
+    # the outbox relay announces the event later.
+    publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # The largest job payload and the largest result, in bytes of their JSON text (UTF-8).
+    # Bigger ones are refused with 413 before anything is stored.
+    max_payload_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
+    max_result_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
+    # Outbox relay: every ``relay_interval_seconds`` it re-publishes up to ``relay_batch``
+    # events owed for ``announce_grace_seconds`` (a write owes its event; the consumer that
+    # acts on it clears the debt); a relayed event is owed again after a backoff that doubles
+    # from the grace up to ``relay_max_backoff_seconds``. Several gateways may relay at once:
+    # each owed event is taken by one of them, and a duplicate event would be harmless.
+    relay_interval_seconds: float = Field(default=5.0, gt=0)
+    announce_grace_seconds: float = Field(default=30.0, gt=0)
+    relay_batch: int = Field(default=100, ge=1, le=10_000)
+    relay_max_backoff_seconds: float = Field(default=600.0, gt=0)
+    # On SIGTERM: how long the requests in flight may take to finish before they are cut.
+    shutdown_timeout_seconds: int = Field(default=10, ge=0, le=300)
+
+    @property
+    def announce_grace(self) -> timedelta:
+        return timedelta(seconds=self.announce_grace_seconds)
+
+    # What a 503 tells the client to wait before it retries (the Retry-After header).
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)

@@ -1,11 +1,13 @@
-"""The gateway process: the REST API on uvicorn, over the shared connections."""
+"""The gateway process: the REST API on uvicorn and the outbox relay, over the shared
+connections."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -14,25 +16,35 @@ from jobplane import service
 from jobplane.connections import Connections, connect
 from jobplane.logs import fields
 
+from jobplane_gateway import errors, relay
 from jobplane_gateway.api.main import api_router
+from jobplane_gateway.bodylimit import BodySizeLimit
 from jobplane_gateway.config import Settings
 from jobplane_gateway.middleware import TraceMiddleware
 
 log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
+# Room in a raw request body for JSON escapes and whitespace around the payload or result.
+RAW_BODY_FACTOR = 2
+RAW_BODY_SLACK_BYTES = 64 * 1024
+
+
+def max_raw_body_bytes(settings: Settings) -> int:
+    largest = max(settings.max_payload_bytes, settings.max_result_bytes)
+    return RAW_BODY_FACTOR * largest + RAW_BODY_SLACK_BYTES
 
 
 def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
-    """The ASGI app. With ``conns`` it uses them as they are (the caller owns them); without,
-    its lifespan opens its own connections."""
+    """The ASGI app. With ``conns`` it uses them as they are (the caller owns them and runs
+    the relay, see `serve`); without, its lifespan opens its own and runs the relay."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if conns is not None:
             yield
             return
-        async with connect(settings, SERVICE) as opened:
+        async with connect(settings, SERVICE) as opened, relaying(opened, settings):
             app.state.conns = opened
             yield
 
@@ -45,27 +57,50 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     app.state.settings = settings
     if conns is not None:
         app.state.conns = conns
+    errors.install(app, settings.retry_after_seconds)
+    app.add_middleware(BodySizeLimit, max_bytes=max_raw_body_bytes(settings))
     app.add_middleware(TraceMiddleware)
     app.include_router(api_router)
     return app
 
 
+@contextlib.asynccontextmanager
+async def relaying(conns: Connections, settings: Settings) -> AsyncIterator[relay.Relay]:
+    """The outbox relay runs in the background for the block."""
+    outbox = relay.Relay(conns.store, conns.publisher, conns.topics, settings)
+    async with relay.running(outbox):
+        yield outbox
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's (jobplane.service) cancels
+    `serve`, which stops the server. uvicorn's would re-raise the SIGTERM once stopped,
+    which the process would take for a second signal and exit 1."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def serve(settings: Settings) -> None:
-    """Serve the API until cancelled; a cancel stops the server gracefully."""
+    """Serve the API and run the relay until cancelled. A cancel (SIGTERM) stops intake,
+    lets the requests in flight finish (at most ``shutdown_timeout_seconds``), stops the
+    relay, then closes the connections (the producer flushes what it holds)."""
     # Bind here: uvicorn would sys.exit() on a bind error; we want the OSError.
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.set_inheritable(True)
-    async with connect(settings, SERVICE) as conns:
+    async with connect(settings, SERVICE) as conns, relaying(conns, settings):
         config = uvicorn.Config(
             create_app(settings, conns),
             log_config=None,  # uvicorn's own lines go to the JSON root handler
             access_log=False,  # TraceMiddleware writes one JSON line per request
             server_header=False,
             lifespan="off",  # the connections are open already
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         log.info(
             "listening",
@@ -74,6 +109,7 @@ async def serve(settings: Settings) -> None:
         try:
             await asyncio.shield(server_task)
         except asyncio.CancelledError:
+            log.info("stopping: no new requests, finishing those in flight")
             server.should_exit = True
             await server_task  # finish the requests in flight, close the socket
             raise

@@ -75,14 +75,22 @@ class TraceMiddleware:
 
 
 async def _internal_error(send: Send) -> None:
-    body = json.dumps({"detail": "internal error"}).encode()
+    await send_json(send, 500, {"detail": "internal error"})
+
+
+async def send_json(
+    send: Send, status: int, content: Any, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer with ``content`` as JSON, straight at the ASGI level (outside the app)."""
+    body = json.dumps(content).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

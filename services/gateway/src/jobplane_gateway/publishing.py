@@ -1,5 +1,10 @@
-"""Publishing an event before answering: no ack from Kafka in time means 503, never a
-silent loss (the client retries; a replayed request publishes again)."""
+"""Announcing what was just stored: publish the event and wait a bounded time for the ack.
+
+The write before the publish set the job's ``announce_due_at`` (the outbox): an event that
+Kafka does not acknowledge in time is not lost, the relay (jobplane_gateway.relay)
+publishes it once it is overdue. So a request never fails for want of an ack; a record the
+producer still sends after the wait gave up is a duplicate, which every consumer tolerates.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,18 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from fastapi import HTTPException, status
 from jobplane.events import Event
-from jobplane.kafka import KafkaError, Publisher
+from jobplane.kafka import KafkaError, Publisher, error_cause
 from jobplane.logs import fields
 from jobplane.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# What a failed publish may raise: Kafka's own errors, the wait running out, a socket error.
+PUBLISH_ERRORS = (TimeoutError, KafkaError, OSError)
+
+# The cause of the outage lines (rate-limited per cause by jobplane.logs.RepeatFilter).
+PUBLISH_CAUSE = "gateway.publish"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,17 +32,22 @@ class EventBus:
     topics: Topics
     timeout_seconds: float
 
-    async def publish(self, topic: str, event: Event) -> None:
-        """Publish ``event`` and wait for the ack, at most ``timeout_seconds``; else 503."""
+    async def announce(self, topic: str, event: Event) -> bool:
+        """Publish ``event`` and wait for the ack, at most ``timeout_seconds``. False when it
+        did not come: the event is owed in the store, the relay will publish it."""
         try:
             await asyncio.wait_for(self.publisher.publish(topic, event), self.timeout_seconds)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            log.error(
-                "publish failed",
-                extra=fields(topic=topic, event=type(event).__name__, error=repr(exc)),
+        except PUBLISH_ERRORS as exc:
+            log.warning(
+                "event not acknowledged; the outbox relay will publish it",
+                extra=fields(
+                    cause=PUBLISH_CAUSE,
+                    topic=topic,
+                    event=type(event).__name__,
+                    error=error_cause(exc),
+                ),
             )
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="the event bus did not acknowledge the event: retry the same request",
-                headers={"Retry-After": "1"},
-            ) from exc
+            return False
+        # Passes RepeatFilter only after an outage was logged: the "back" line.
+        log.info("events acknowledged", extra=fields(recovered=PUBLISH_CAUSE))
+        return True

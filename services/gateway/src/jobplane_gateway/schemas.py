@@ -1,23 +1,98 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API, and what the gateway accepts at its door.
+
+Everything a request brings is checked here, before anything is stored: ids and job types
+are drawn from small ASCII sets (no control characters, no line breaks of any kind: they
+end up in e-mail headers, log lines and Kafka keys), addresses go through a real e-mail
+validator, every number has bounds that the Avro events and the store's dates can hold.
+"""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import HTTPException, status
 from jobplane.events import Failure
-from jobplane.jobs import Attempt, Job, JobStatus
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from jobplane.jobs import Attempt, Job, JobStatus, Report
+from jobplane.validation import (
+    APP_ID_PATTERN,
+    JOB_TYPE_PATTERN,
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    USER_ID_PATTERN,
+)
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+    model_validator,
+)
 
-AppId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
-]
-# Path parameters: printable, no slash, bounded.
-USER_ID_PATTERN = r"^[^\s/]{1,200}$"
-JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+MAX_CONCURRENCY = 10_000
+MAX_ADMIN_EMAILS = 50
+MAX_ERROR_MESSAGE_CHARS = 10_000
+
+# Printable ASCII without space.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,200}$"
+
+AppId = Annotated[str, StringConstraints(pattern=APP_ID_PATTERN)]
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+JobType = Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)]
+# Strict: a whole number of seconds in JSON, not "60" nor 60.5.
+Timeout = Annotated[int, Field(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS, strict=True)]
+# email-validator refuses control characters, line separators and malformed domains.
+Email = EmailStr
+
+# Free text may hold tabs and line feeds, nothing else of Unicode's control and separator
+# classes (which include \x1c-\x1e, \x85, \u2028 and \u2029: line breaks to splitlines()).
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def _no_control_characters(text: str) -> str:
+    for index, char in enumerate(text):
+        if char not in _ALLOWED_CONTROLS and unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise ValueError(f"control character U+{ord(char):04X} at position {index}")
+    return text
+
+
+FreeText = Annotated[str, AfterValidator(_no_control_characters)]
+
+
+def json_text(value: Any) -> str:
+    """The JSON text a payload or result travels as; refuses NaN and Infinity (no JSON)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode()  # a lone surrogate ("\ud800") has no UTF-8 form
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise ValueError(f"not valid JSON text: {exc}") from exc
+    return text
+
+
+def check_size(text: str, what: str, limit: int, setting: str) -> None:
+    """``413`` when the JSON ``text`` of ``what`` is over ``limit`` bytes (UTF-8)."""
+    size = len(text.encode())
+    if size > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"the {what} is {size} bytes of JSON; the limit is {limit} bytes ({setting})",
+        )
+
+
+def _json_value(value: Any) -> Any:
+    json_text(value)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
 
 
 class _Body(BaseModel):
@@ -29,10 +104,10 @@ class _Body(BaseModel):
 
 class AppCreate(_Body):
     app_id: AppId
-    backend_url: AnyHttpUrl
-    default_timeout_seconds: int = Field(default=3600, gt=0)
-    admin_emails: list[Email] = Field(default_factory=list)
-    max_concurrency: int = Field(default=16, ge=1)
+    backend_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
+    default_timeout_seconds: Timeout = 3600
+    admin_emails: list[Email] = Field(default_factory=list, max_length=MAX_ADMIN_EMAILS)
+    max_concurrency: int = Field(default=16, ge=1, le=MAX_CONCURRENCY)
 
 
 class AppCreated(BaseModel):
@@ -58,13 +133,13 @@ class UserOut(BaseModel):
 
 
 class JobSubmit(_Body):
-    user_id: Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
-    job_type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    payload: dict[str, Any]
-    timeout_seconds: int | None = Field(default=None, gt=0)
+    user_id: UserId
+    job_type: JobType
+    payload: JsonObject
+    timeout_seconds: Timeout | None = None
 
     def payload_text(self) -> str:
-        return json.dumps(self.payload, ensure_ascii=False, separators=(",", ":"))
+        return json_text(self.payload)
 
 
 class JobAccepted(BaseModel):
@@ -91,6 +166,20 @@ class ErrorOut(BaseModel):
         )
 
 
+class ReportOut(BaseModel):
+    """The attempt's outcome as first reported (by the backend, or the dispatcher)."""
+
+    status: Literal["succeeded", "failed"]
+    at: datetime
+    error: ErrorOut | None
+
+    @classmethod
+    def of(cls, report: Report | None) -> ReportOut | None:
+        if report is None:
+            return None
+        return cls(status=report.status, at=report.at, error=ErrorOut.of(report.failure))
+
+
 class AttemptOut(BaseModel):
     # Deliberately without the callback token hash.
     attempt: int
@@ -98,6 +187,7 @@ class AttemptOut(BaseModel):
     accepted_at: datetime | None
     ended_at: datetime | None
     error: ErrorOut | None
+    report: ReportOut | None
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptOut:
@@ -107,6 +197,7 @@ class AttemptOut(BaseModel):
             accepted_at=attempt.accepted_at,
             ended_at=attempt.ended_at,
             error=ErrorOut.of(attempt.failure),
+            report=ReportOut.of(attempt.report),
         )
 
 
@@ -145,7 +236,7 @@ class JobOut(BaseModel):
             result=json.loads(job.result) if job.result is not None else None,
             last_error=ErrorOut.of(job.last_failure),
             notified=NotifiedOut(
-                user=job.notified_user_at is not None,
+                user=job.user_notified,
                 user_at=job.notified_user_at,
                 admins=job.notified_admins_at is not None,
                 admins_at=job.notified_admins_at,
@@ -159,16 +250,28 @@ class JobOut(BaseModel):
 # -- result callback ----------------------------------------------------------------------
 
 
-class ReportedError(BaseModel):
-    message: Annotated[str, StringConstraints(max_length=10_000)]
+class ReportedError(_Body):
+    message: Annotated[FreeText, StringConstraints(max_length=MAX_ERROR_MESSAGE_CHARS)]
     retryable: bool = True
 
 
-class ResultIn(BaseModel):
-    attempt: int = Field(ge=1)
+class ResultIn(_Body):
+    # Attempts are few (1 + the retries): the bound only keeps the number a small int.
+    attempt: int = Field(ge=1, le=1000)
     status: Literal["succeeded", "failed"]
-    result: Any = None
+    result: JsonValue = None
     error: ReportedError | None = None
+
+    @model_validator(mode="after")
+    def _failure_says_what(self) -> ResultIn:
+        if self.status == "failed" and self.error is None:
+            raise ValueError('"status": "failed" needs an "error": {"message", "retryable"}')
+        if self.status == "succeeded" and self.error is not None:
+            raise ValueError('"status": "succeeded" takes a "result", not an "error"')
+        return self
+
+    def result_text(self) -> str:
+        return json_text(self.result)
 
 
 class ResultRecorded(BaseModel):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from jobplane.config import CommonSettings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 
 class Settings(CommonSettings):
@@ -14,8 +16,12 @@ class Settings(CommonSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
-    # A hung SMTP server must not hold an event forever: the send fails and is retried.
+    # A hung SMTP server must not hold an event forever: the whole send (connect and every
+    # command) fails after this long and is retried.
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A claim on a mail older than this is presumed left by a sender that died, and taken
+    # over (the mail is sent again, with the same Message-ID). Longer than any send can take.
+    claim_timeout_seconds: float = Field(default=120.0, gt=0)
     mail_from: str = "Jobplane <jobplane@localhost>"
 
     # Platform-wide administrators, alerted of every dead job; env: a JSON list.
@@ -26,3 +32,12 @@ class Settings(CommonSettings):
 
     # Events handled at once.
     concurrency: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _claims_outlive_sends(self) -> Self:
+        if self.claim_timeout_seconds <= self.smtp_timeout_seconds:
+            raise ValueError(
+                "claim_timeout_seconds must be longer than smtp_timeout_seconds: a claim "
+                "taken over while its sender is still at work would send the mail twice"
+            )
+        return self

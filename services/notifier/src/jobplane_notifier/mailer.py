@@ -1,23 +1,29 @@
-"""Sending one e-mail over SMTP (aiosmtplib), with a Message-ID that identifies the outcome.
+"""Building and sending one e-mail, with a Message-ID that identifies the outcome.
 
 The Message-ID is a function of (job, outcome, recipient): if a crash between the send and
 its record in the store causes a second delivery, the receiving side can recognise it.
+
+Header values made of data (subjects with job types, job ids, trace ids) are made safe
+first: no control or line-break character of any kind reaches a header, so no job's data
+can stop its mail. An address that is not safe stays refused: ``MailRefusedError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
-import aiosmtplib
 from jobplane.events import utc_now
 from jobplane.logs import fields
 
 from jobplane_notifier.config import Settings
+from jobplane_notifier.smtp import MailRefusedError, SendFailedError, SmtpPool
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +50,46 @@ class Mail:
     headers: Mapping[str, str]
 
 
+def header_safe(value: str) -> str:
+    """``value`` without control, format or line/paragraph separator characters (Python's
+    ``splitlines()`` breaks at \\x1c-\\x1e, \\x85, \\u2028 too), each replaced by a space."""
+    return "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in value)
+
+
 class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.domain = domain_of(settings.mail_from)
+        self.pool = SmtpPool(settings, settings.concurrency)
 
     def build(self, mail: Mail) -> EmailMessage:
+        """The message; raises ValueError for an address that cannot be a header."""
         msg = EmailMessage()
         msg["From"] = self.settings.mail_from
         msg["To"] = mail.to
-        msg["Subject"] = mail.subject
+        msg["Subject"] = header_safe(mail.subject)
         msg["Date"] = format_datetime(utc_now())
         msg["Message-ID"] = mail.message_id
         msg["Auto-Submitted"] = "auto-generated"
         for name, value in mail.headers.items():
-            msg[name] = value
+            msg[name] = header_safe(value)
         msg.set_content(mail.text)
         msg.add_alternative(mail.html, subtype="html")
         return msg
 
     async def send(self, mail: Mail) -> None:
-        """Send or raise (aiosmtplib.SMTPException, OSError, TimeoutError)."""
-        s = self.settings
-        await aiosmtplib.send(
-            self.build(mail),
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            start_tls=s.smtp_starttls,
-            use_tls=False,
-            timeout=s.smtp_timeout_seconds,
-        )
+        """Send or raise ``MailRefusedError`` (permanent) or ``SendFailedError`` (transient)."""
+        try:
+            message = self.build(mail)
+        except ValueError as exc:
+            raise MailRefusedError(f"mail to {mail.to!r} cannot be built: {exc}") from exc
+        try:
+            # The whole send, not each command, is bounded: a claim outlives it.
+            async with asyncio.timeout(self.settings.smtp_timeout_seconds):
+                await self.pool.send(message)
+        except TimeoutError as exc:
+            raise SendFailedError("SMTP send timed out", maybe_delivered=True) from exc
         log.info("mail sent", extra=fields(to=mail.to, message_id=mail.message_id))
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()

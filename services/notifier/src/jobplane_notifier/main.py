@@ -14,17 +14,24 @@ from jobplane_notifier.notify import Notifier
 async def serve(settings: Settings) -> None:
     """Consume job.completed and job.dead until cancelled."""
     async with connect(settings, "jobplane-notifier") as conns:
-        notifier = Notifier(conns.store, Mailer(settings), settings)
-        topics = conns.topics
-        expected: dict[str, type[Event]] = {topics.completed: JobCompleted, topics.dead: JobDead}
-        await consume(
-            conns,
-            settings.group_id,
-            [topics.completed, topics.dead],
-            expected.__getitem__,
-            notifier.handle,
-            concurrency=settings.concurrency,
-        )
+        mailer = Mailer(settings)
+        try:
+            notifier = Notifier(conns.store, mailer, settings)
+            topics = conns.topics
+            expected: dict[str, type[Event]] = {
+                topics.completed: JobCompleted,
+                topics.dead: JobDead,
+            }
+            await consume(
+                conns,
+                settings.group_id,
+                [topics.completed, topics.dead],
+                expected.__getitem__,
+                notifier.handle,
+                concurrency=settings.concurrency,
+            )
+        finally:
+            await mailer.aclose()
 
 
 def run() -> None:

@@ -106,6 +106,12 @@ def result_preview(result: str) -> str:
     return text
 
 
+def is_dead_letter(event: JobDead) -> bool:
+    """An event some service could not handle (it names where it came from), not a job the
+    retry service gave up: it tells nothing about the job's outcome."""
+    return event.source_topic is not None
+
+
 def is_undecodable(event: JobDead) -> bool:
     """A dead letter for bytes nobody could read: no trusted app, user or job."""
     return event.app_id == "" and (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -8,6 +9,8 @@ import httpx
 from jobplane.events import Failure, FailureKind, JobCompleted, JobFailed
 from jobplane.jobs import JobStatus
 from jobplane.store import utcnow
+
+from tests.support import read_events
 
 from ...harness import Gateway, RegisteredApp
 
@@ -83,16 +86,19 @@ async def test_a_replayed_success_is_not_recorded_again(gateway: Gateway) -> Non
     await callback(gateway, job_id, token, body)
     before = await gateway.conns.store.get_job(job_id)
 
-    replay = await callback(gateway, job_id, token, {**body, "result": {"n": 2}})
+    replay = await callback(gateway, job_id, token, body)
+    other = await callback(gateway, job_id, token, {**body, "result": {"n": 2}})
 
     assert replay.status_code == 200
-    assert replay.json() == {"recorded": False, "detail": "already recorded: the job succeeded"}
+    assert replay.json() == {"recorded": False, "detail": "already recorded: attempt 1 succeeded"}
+    # Another result for the same attempt contradicts the recorded one.
+    assert other.status_code == 409
+    assert "another outcome recorded already (succeeded)" in other.json()["detail"]
     assert await gateway.conns.store.get_job(job_id) == before
-    # Announced again with the recorded result (the first announcement may have been lost).
-    events = await gateway.wait_events(
-        gateway.conns.topics.completed, JobCompleted, job_id, count=2
-    )
-    assert [json.loads(e.result) for e in events] == [{"n": 1}, {"n": 1}]
+    # Announced once: the store owes the event until the notifier acts on it, so a replay
+    # publishes nothing (the outbox relay covers a lost announcement).
+    events = await gateway.wait_events(gateway.conns.topics.completed, JobCompleted, job_id)
+    assert [json.loads(e.result) for e in events] == [{"n": 1}]
 
 
 async def test_a_late_callback_of_an_old_attempt_changes_nothing(gateway: Gateway) -> None:
@@ -191,18 +197,31 @@ async def test_a_reported_failure_is_retryable_unless_said_otherwise(gateway: Ga
     await callback(
         gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "busy"}}
     )
-    _, other_id, other_token = await running_job(gateway)
-    await callback(gateway, other_id, other_token, {"attempt": 1, "status": "failed"})
-
     [event] = await gateway.wait_events(gateway.conns.topics.failed, JobFailed, job_id)
-    [bare] = await gateway.wait_events(gateway.conns.topics.failed, JobFailed, other_id)
     assert (event.failure.message, event.failure.retryable) == ("busy", True)
-    assert bare.failure.retryable is True
-    assert bare.failure.kind is FailureKind.REPORTED
-    assert bare.failure.message
+    assert event.failure.kind is FailureKind.REPORTED
 
 
-async def test_a_failure_after_success_changes_nothing(gateway: Gateway) -> None:
+async def test_a_failure_must_say_what_failed(gateway: Gateway) -> None:
+    _, job_id, token = await running_job(gateway)
+    for body in (
+        {"attempt": 1, "status": "failed"},
+        {"attempt": 1, "status": "failed", "error": None},
+        {"attempt": 1, "status": "succeeded", "error": {"message": "x"}},
+    ):
+        response = await callback(gateway, job_id, token, body)
+        assert response.status_code == 422, body
+        assert "error" in json.dumps(response.json()["detail"]), body
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    assert job.attempt_info(1) is not None
+    assert job.attempt_info(1).report is None  # type: ignore[union-attr]
+    assert await gateway.events(gateway.conns.topics.failed, JobFailed, job_id) == []
+
+
+async def test_a_failure_after_success_is_a_conflict_and_changes_nothing(
+    gateway: Gateway,
+) -> None:
     _, job_id, token = await running_job(gateway)
     await callback(gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": "ok"})
 
@@ -210,9 +229,12 @@ async def test_a_failure_after_success_changes_nothing(gateway: Gateway) -> None
         gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "late"}}
     )
 
+    assert response.status_code == 409
     assert response.json() == {
-        "recorded": False,
-        "detail": "changes nothing: the job is succeeded already",
+        "detail": (
+            "attempt 1 has another outcome recorded already (succeeded): "
+            "this report changes nothing"
+        )
     }
     assert await gateway.events(gateway.conns.topics.failed, JobFailed, job_id) == []
     job = await gateway.conns.store.get_job(job_id)
@@ -231,6 +253,13 @@ async def test_bad_callback_bodies_are_4xx_json(gateway: Gateway) -> None:
         json.dumps({"attempt": "one", "status": "succeeded"}).encode(),
         json.dumps({"attempt": 1, "status": "done"}).encode(),
         json.dumps({"attempt": 1, "status": "failed", "error": {"retryable": False}}).encode(),
+        *(
+            json.dumps(
+                {"attempt": 1, "status": "failed", "error": {"message": f"disk{char}full"}}
+            ).encode()
+            for char in ("\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\x00")
+        ),
+        json.dumps({"attempt": 1, "status": "succeeded", "extra": 1}).encode(),
     ]
     for content in bodies:
         response = await gateway.http.post(
@@ -241,3 +270,77 @@ async def test_bad_callback_bodies_are_4xx_json(gateway: Gateway) -> None:
     job = await gateway.conns.store.get_job(job_id)
     assert job is not None
     assert job.status is JobStatus.RUNNING
+
+
+async def test_ten_identical_failure_callbacks_at_once_record_and_announce_one(
+    gateway: Gateway,
+) -> None:
+    _, job_id, token = await running_job(gateway)
+    body = {"attempt": 1, "status": "failed", "error": {"message": "disk full"}}
+
+    responses = await asyncio.gather(*(callback(gateway, job_id, token, body) for _ in range(10)))
+
+    assert [r.status_code for r in responses] == [200] * 10
+    details = sorted(r.json()["detail"] for r in responses)
+    assert details.count("failure recorded: the retry policy decides what follows") == 1
+    assert details.count("already recorded: attempt 1 failed") == 9
+    events = await read_events(
+        gateway.settings,
+        gateway.conns.topics.failed,
+        JobFailed,
+        key=job_id,
+        until=lambda found: len(found) >= 1,
+        settle=1.0,
+    )
+    assert len(events) == 1
+    job = await gateway.conns.store.get_job(job_id)
+    assert job is not None
+    report = job.attempt_info(1).report  # type: ignore[union-attr]
+    assert report is not None and report.status == "failed"
+    assert report.failure == Failure(kind=FailureKind.REPORTED, message="disk full", retryable=True)
+    # The outcome is known: no deadline left to sweep; the failure is owed until the retry
+    # router acts on it.
+    assert job.deadline_at is None
+    assert job.announce_due_at is not None
+
+
+async def test_success_after_a_reported_failure_is_a_conflict_and_changes_nothing(
+    gateway: Gateway,
+) -> None:
+    app, job_id, token = await running_job(gateway)
+    failed = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "failed", "error": {"message": "x"}}
+    )
+    before = await gateway.conns.store.get_job(job_id)
+
+    succeeded = await callback(
+        gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": {"ok": 1}}
+    )
+
+    assert failed.json()["recorded"] is True
+    assert succeeded.status_code == 409
+    assert "another outcome recorded already (failed)" in succeeded.json()["detail"]
+    assert await gateway.conns.store.get_job(job_id) == before
+    assert await gateway.events(gateway.conns.topics.completed, JobCompleted, job_id) == []
+    status = (await gateway.http.get(f"/v1/jobs/{job_id}", headers=app.headers)).json()
+    assert status["status"] == "running"
+    [attempt] = status["attempts"]
+    assert attempt["report"]["status"] == "failed"
+    assert attempt["report"]["error"]["message"] == "x"
+
+
+async def test_status_shows_the_user_notified_from_the_mail_record(gateway: Gateway) -> None:
+    app, job_id, token = await running_job(gateway)
+    await callback(gateway, job_id, token, {"attempt": 1, "status": "succeeded", "result": 1})
+    url = f"/v1/jobs/{job_id}"
+    claimed = {"mail.succeeded": {"state": "claimed", "claimed_at": utcnow()}}
+    await gateway.conns.store.jobs.update_one({"_id": job_id}, {"$set": claimed})
+    before = (await gateway.http.get(url, headers=app.headers)).json()
+    sent = {"mail.succeeded.state": "sent", "mail.succeeded.sent_at": utcnow()}
+    await gateway.conns.store.jobs.update_one({"_id": job_id}, {"$set": sent})
+
+    after = (await gateway.http.get(url, headers=app.headers)).json()
+
+    assert before["notified"]["user"] is False
+    assert after["notified"]["user"] is True
+    assert after["attempts"][0]["report"]["status"] == "succeeded"

@@ -23,7 +23,7 @@ async def healthz() -> Health:
 async def readyz(conns: ConnsDep) -> Health:
     """Readiness: the job store answers."""
     try:
-        await conns.mongo.admin.command("ping")
+        await conns.store.db.command("ping")
     except Exception as exc:
         log.warning("job store not ready", extra=fields(error=repr(exc)))
         raise HTTPException(

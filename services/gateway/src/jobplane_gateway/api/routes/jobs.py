@@ -7,19 +7,20 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
-from jobplane.events import JobRequested
-from jobplane.jobs import Job, JobStatus
+from jobplane import codec
+from jobplane.jobs import Job
 from jobplane.logs import bind, fields
-from jobplane.store import NewJob
+from jobplane.store import NewJob, utcnow
+from jobplane.validation import JOB_ID_PATTERN
 
-from jobplane_gateway.api.deps import (
-    AppDep,
-    BusDep,
-    SettingsDep,
-    StoreDep,
-    TraceIdDep,
+from jobplane_gateway.api.deps import AppDep, BusDep, SettingsDep, StoreDep, TraceIdDep
+from jobplane_gateway.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    JobAccepted,
+    JobOut,
+    JobSubmit,
+    check_size,
 )
-from jobplane_gateway.schemas import JOB_ID_PATTERN, JobAccepted, JobOut, JobSubmit
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,11 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="Resending a request with the same key returns the same job.",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Printable ASCII, 1-200 characters. Resending a request with the same key "
+            "returns the same job; the same key with another body is a 409."
+        ),
     ),
 ]
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
@@ -41,7 +44,15 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        409: {"description": "The Idempotency-Key was used for another request"},
+        413: {"description": "The payload is over MAX_PAYLOAD_BYTES"},
+        503: {"description": "The job store is unavailable: nothing was stored, retry"},
+    },
+)
 async def submit_job(
     body: JobSubmit,
     app: AppDep,
@@ -53,8 +64,19 @@ async def submit_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
-    """Accept a job: it is stored, then announced on ``job.requested`` before the answer."""
-    if await store.get_user(app.app_id, body.user_id) is None:
+    """Accept a job: it is stored (owing its ``job.requested`` event), then the event is
+    published and the answer is ``202``.
+
+    The job is stored first and owes its event (``announce_due_at``): when Kafka does not
+    acknowledge the event within ``PUBLISH_TIMEOUT_SECONDS`` the answer is still ``202``,
+    because the job is durable and the outbox relay publishes its event shortly; answering
+    an error would make a client without Idempotency-Key submit a second job. ``503`` means
+    nothing was stored (the job store was unavailable): retry. A retried request with the
+    same Idempotency-Key returns the same job; with another body it is a ``409``.
+    """
+    payload = body.payload_text()
+    check_size(payload, "payload", settings.max_payload_bytes, "MAX_PAYLOAD_BYTES")
+    if await store.cached_user(app.app_id, body.user_id) is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=(
@@ -62,38 +84,38 @@ async def submit_job(
                 f"PUT /v1/users/{body.user_id} first"
             ),
         )
-    job_id = new_job_id()
-    if idempotency_key is not None:
-        job_id = await store.reserve_idempotency_key(app.app_id, idempotency_key, job_id)
-    request.state.job_id = job_id
-    with bind(job_id=job_id):
-        job, created = await store.create_job(
-            NewJob(
-                job_id=job_id,
-                app_id=app.app_id,
-                user_id=body.user_id,
-                job_type=body.job_type,
-                payload=body.payload_text(),
-                timeout_seconds=body.timeout_seconds,
-                trace_id=trace_id,
+    new = NewJob(
+        job_id=new_job_id(),
+        app_id=app.app_id,
+        user_id=body.user_id,
+        job_type=body.job_type,
+        payload=payload,
+        timeout_seconds=body.timeout_seconds,
+        trace_id=trace_id,
+        idempotency_key=idempotency_key,
+    )
+    # Nothing is stored that cannot be announced: encode the event before the write.
+    _check_encodable(Job.from_document(new.document(utcnow(), utcnow())))
+    job, created = await store.create_job(new, announce_grace=settings.announce_grace)
+    request.state.job_id = job.job_id
+    with bind(job_id=job.job_id):
+        if not created:
+            if not _same_request(job, new):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    detail=(
+                        f"Idempotency-Key '{idempotency_key}' was used for another request "
+                        f"(job {job.job_id}); use a new key for a new job"
+                    ),
+                )
+            # The first request stored the job and owes its event: nothing to publish.
+            log.info("job re-requested", extra=fields(status=job.status.value))
+        else:
+            acked = await bus.announce(bus.topics.requested, job.requested_event())
+            log.info(
+                "job accepted",
+                extra=fields(app_id=app.app_id, job_type=job.job_type, announced=acked),
             )
-        )
-        if not created and not _same_request(job, body):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail=(
-                    f"Idempotency-Key '{idempotency_key}' was used for another request "
-                    f"(job {job.job_id}); use a new key for a new job"
-                ),
-            )
-        # A replayed request re-announces a job nobody has picked up yet: the first request
-        # may have failed between the store write and Kafka's ack. Duplicates are harmless.
-        if created or (job.status is JobStatus.QUEUED and job.attempt == 1):
-            await bus.publish(bus.topics.requested, _requested(job))
-        log.info(
-            "job accepted" if created else "job re-requested",
-            extra=fields(app_id=app.app_id, job_type=job.job_type, status=job.status.value),
-        )
     status_url = f"{settings.public_url.rstrip('/')}/v1/jobs/{job.job_id}"
     response.headers["Location"] = status_url
     return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
@@ -101,30 +123,28 @@ async def submit_job(
 
 @router.get("/{job_id}")
 async def get_job(job_id: JobIdPath, app: AppDep, store: StoreDep) -> JobOut:
-    """The job's status, attempts, result and notifications (the calling app's jobs only)."""
+    """The job's status, attempts (with each attempt's report), result and whether the
+    user has been notified (the calling app's jobs only)."""
     job = await store.get_job_of_app(app.app_id, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job '{job_id}'")
     return JobOut.of(job)
 
 
-def _same_request(job: Job, body: JobSubmit) -> bool:
+def _check_encodable(job: Job) -> None:
+    try:
+        codec.encode(job.requested_event())
+    except Exception as exc:  # fastavro refuses in many ways; each means "not this job"
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"the job cannot be encoded as a job.requested event: {exc}",
+        ) from exc
+
+
+def _same_request(job: Job, new: NewJob) -> bool:
     return (job.user_id, job.job_type, job.payload, job.timeout_seconds) == (
-        body.user_id,
-        body.job_type,
-        body.payload_text(),
-        body.timeout_seconds,
-    )
-
-
-def _requested(job: Job) -> JobRequested:
-    return JobRequested(
-        job_id=job.job_id,
-        app_id=job.app_id,
-        user_id=job.user_id,
-        attempt=1,
-        trace_id=job.trace_id,
-        job_type=job.job_type,
-        payload=job.payload,
-        timeout_seconds=job.timeout_seconds,
+        new.user_id,
+        new.job_type,
+        new.payload,
+        new.timeout_seconds,
     )

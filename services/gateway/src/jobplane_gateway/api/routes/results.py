@@ -1,43 +1,102 @@
 """The backend's result callback: ``POST /v1/jobs/{job_id}/result`` with the attempt's token.
 
-Every outcome goes through a guarded store transition or a status check, so a replayed or
-late callback changes nothing; the answer says whether it was recorded and why not.
+The first report of an attempt wins. A report is stored by one guarded write whose filter
+holds the whole check: the job at that attempt, the attempt still open, no report yet, and
+the attempt's callback token hash. Only when that write matches nothing is the job read, to
+say why: unknown job (404), wrong token (401), the same report again (200 "already
+recorded", nothing published), a report contradicting the recorded one (409), or an attempt
+that is over (200, changes nothing).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
 from jobplane.events import Failure, FailureKind
-from jobplane.jobs import OPEN_STATUSES, Job, JobStatus
+from jobplane.jobs import Job, Report
 from jobplane.logs import bind, fields
-from jobplane.security import secret_matches
+from jobplane.security import hash_secret, secret_matches
 from jobplane.store import JobStore
 
-from jobplane_gateway.api.deps import BusDep, CallbackTokenDep, StoreDep
+from jobplane_gateway.api.deps import BusDep, CallbackTokenDep, SettingsDep, StoreDep
 from jobplane_gateway.api.routes.jobs import JobIdPath
-from jobplane_gateway.publishing import EventBus
-from jobplane_gateway.schemas import ResultIn, ResultRecorded
+from jobplane_gateway.schemas import ResultIn, ResultRecorded, check_size
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
-DEFAULT_FAILURE_MESSAGE = "the backend reported a failure without details"
 
-
-@router.post("/{job_id}/result")
+@router.post(
+    "/{job_id}/result",
+    responses={
+        401: {"description": "The token is not the attempt's callback token"},
+        404: {"description": "No such job"},
+        409: {"description": "Another outcome of this attempt is recorded already"},
+        413: {"description": "The result is over MAX_RESULT_BYTES"},
+        503: {"description": "The job store is unavailable: nothing was recorded, retry"},
+    },
+)
 async def report_result(
     job_id: JobIdPath,
     body: ResultIn,
     token: CallbackTokenDep,
     store: StoreDep,
     bus: BusDep,
+    settings: SettingsDep,
     request: Request,
 ) -> ResultRecorded:
-    """Record an attempt's outcome as the app backend reports it."""
+    """Record an attempt's outcome as the app backend reports it (the first report wins).
+
+    ``200 recorded`` once the report is stored; its event (``job.completed`` or
+    ``job.failed``) is published before the answer, or by the outbox relay if Kafka does not
+    acknowledge it in time. Sending the same report again answers ``200`` "already
+    recorded" and publishes nothing.
+    """
+    token_hash = hash_secret(token)
+    if body.status == "succeeded":
+        result = body.result_text()
+        check_size(result, "result", settings.max_result_bytes, "MAX_RESULT_BYTES")
+        job = await store.complete(
+            job_id,
+            body.attempt,
+            result,
+            callback_token_hash=token_hash,
+            announce_grace=settings.announce_grace,
+        )
+    else:
+        job = await store.report_failure(
+            job_id,
+            body.attempt,
+            _failure(body),
+            callback_token_hash=token_hash,
+            announce_grace=settings.announce_grace,
+        )
+    if job is None:
+        return await _unchanged(store, job_id, body, token, request)
+    trace_id = _join_trace(request, job)
+    with bind(trace_id=trace_id, job_id=job_id):
+        if body.status == "succeeded":
+            acked = await bus.announce(bus.topics.completed, job.completed_event(trace_id))
+            outcome = ResultRecorded(recorded=True, detail="result recorded: the job succeeded")
+        else:
+            event = job.failed_event(_failure(body), trace_id)
+            acked = await bus.announce(bus.topics.failed, event)
+            outcome = ResultRecorded(
+                recorded=True, detail="failure recorded: the retry policy decides what follows"
+            )
+        log.info(
+            "callback recorded",
+            extra=fields(attempt=body.attempt, reported=body.status, announced=acked),
+        )
+        return outcome
+
+
+async def _unchanged(
+    store: JobStore, job_id: str, body: ResultIn, token: str, request: Request
+) -> ResultRecorded:
+    """The guarded write matched nothing: read the job once to tell the caller why."""
     job = await store.get_job(job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job '{job_id}'")
@@ -49,64 +108,50 @@ async def report_result(
             detail=f"invalid callback token for attempt {body.attempt}",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    # The callback joins its job's trace unless the backend passed the trace id along.
+    with bind(trace_id=_join_trace(request, job), job_id=job_id):
+        if attempt.report is not None:
+            if not _same_report(attempt.report, job, body):
+                log.warning(
+                    "callback contradicts the recorded report",
+                    extra=fields(
+                        attempt=body.attempt, reported=body.status, recorded=attempt.report.status
+                    ),
+                )
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    detail=(
+                        f"attempt {body.attempt} has another outcome recorded already "
+                        f"({attempt.report.status}): this report changes nothing"
+                    ),
+                )
+            detail = f"already recorded: attempt {body.attempt} {attempt.report.status}"
+        else:
+            detail = _why_unchanged(job, body.attempt)
+        log.info("callback", extra=fields(attempt=body.attempt, recorded=False, detail=detail))
+        return ResultRecorded(recorded=False, detail=detail)
+
+
+def _join_trace(request: Request, job: Job) -> str:
+    """The callback joins its job's trace unless the backend passed a trace id along."""
     if not request.state.trace_supplied:
         request.state.trace_id = job.trace_id or request.state.trace_id
     trace_id: str = request.state.trace_id
-    with bind(trace_id=trace_id, job_id=job_id):
-        if body.status == "succeeded":
-            outcome = await _succeeded(store, bus, job, body, trace_id)
-        else:
-            outcome = await _failed(bus, job, body, trace_id)
-        log.info(
-            "callback",
-            extra=fields(
-                attempt=body.attempt,
-                reported=body.status,
-                recorded=outcome.recorded,
-                detail=outcome.detail,
-            ),
-        )
-        return outcome
+    return trace_id
 
 
-async def _succeeded(
-    store: JobStore,
-    bus: EventBus,
-    job: Job,
-    body: ResultIn,
-    trace_id: str,
-) -> ResultRecorded:
-    result_text = json.dumps(body.result, ensure_ascii=False, separators=(",", ":"))
-    completed = await store.complete(job.job_id, body.attempt, result_text)
-    if completed is not None:
-        await bus.publish(bus.topics.completed, completed.completed_event(trace_id))
-        return ResultRecorded(recorded=True, detail="result recorded: the job succeeded")
-    current = await store.get_job(job.job_id)
-    assert current is not None  # jobs are never deleted
-    if current.status is JobStatus.SUCCEEDED and current.attempt == body.attempt:
-        # A replay (perhaps our answer to the first call was lost after the store write but
-        # before Kafka's ack): announce the completion again, downstream is idempotent.
-        await bus.publish(bus.topics.completed, current.completed_event(trace_id))
-        return ResultRecorded(recorded=False, detail="already recorded: the job succeeded")
-    return ResultRecorded(recorded=False, detail=_why_unchanged(current, body.attempt))
-
-
-async def _failed(bus: EventBus, job: Job, body: ResultIn, trace_id: str) -> ResultRecorded:
-    if job.status not in OPEN_STATUSES or job.attempt != body.attempt:
-        return ResultRecorded(recorded=False, detail=_why_unchanged(job, body.attempt))
-    error = body.error
-    failure = Failure(
-        kind=FailureKind.REPORTED,
-        message=error.message if error and error.message else DEFAULT_FAILURE_MESSAGE,
-        retryable=error.retryable if error else True,
+def _failure(body: ResultIn) -> Failure:
+    assert body.error is not None  # ResultIn requires it with "failed"
+    return Failure(
+        kind=FailureKind.REPORTED, message=body.error.message, retryable=body.error.retryable
     )
-    # The status stays as it is: the retry service's guarded transition decides.
-    await bus.publish(bus.topics.failed, job.failed_event(failure, trace_id))
-    return ResultRecorded(
-        recorded=True,
-        detail="failure recorded: the retry policy decides what follows",
-    )
+
+
+def _same_report(report: Report, job: Job, body: ResultIn) -> bool:
+    if report.status != body.status:
+        return False
+    if body.status == "succeeded":
+        return job.result == body.result_text()
+    return report.failure == _failure(body)
 
 
 def _why_unchanged(job: Job, attempt: int) -> str:

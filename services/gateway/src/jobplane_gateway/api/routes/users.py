@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from jobplane.logs import fields
 from jobplane.store import User
+from jobplane.validation import USER_ID_PATTERN
 
 from jobplane_gateway.api.deps import AppDep, StoreDep
-from jobplane_gateway.schemas import USER_ID_PATTERN, UserIn, UserOut
+from jobplane_gateway.schemas import UserIn, UserOut
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,87 @@
+"""The shared validation rules: pure, no servers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from jobplane.validation import (
+    MAX_TIMEOUT_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    check_app_id,
+    check_job_id,
+    check_job_type,
+    check_json_text,
+    check_timeout_seconds,
+    check_user_id,
+    clamp_timeout_seconds,
+)
+
+
+@pytest.mark.parametrize("value", ["a", "u-1", "user@example.com", "A.b_c:d-9~+", "x" * 128])
+def test_good_user_ids_pass(value: str) -> None:
+    assert check_user_id(value) is None
+
+
+BAD_TEXT = ["", "a b", "a/b", "a\n", "a\x1c", "a\x1e", "a\x85", "a\u2028", "é"]
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "-a", ".a", "x" * 129])
+def test_bad_user_ids_fail_with_the_name_of_the_field(value: str) -> None:
+    problem = check_user_id(value)
+    assert problem is not None and problem.startswith("user id ")
+
+
+@pytest.mark.parametrize("value", ["a", "app-1", "x" * 63])
+def test_good_app_ids_pass(value: str) -> None:
+    assert check_app_id(value) is None
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "App", "a_b", "-a", "x" * 64])
+def test_bad_app_ids_fail(value: str) -> None:
+    problem = check_app_id(value)
+    assert problem is not None and problem.startswith("app id ")
+
+
+@pytest.mark.parametrize("value", ["0f3a9c", "ext:job.1_2-3", "x" * 200])
+def test_good_job_ids_pass(value: str) -> None:
+    assert check_job_id(value) is None
+
+
+@pytest.mark.parametrize("value", [*BAD_TEXT, "x" * 201])
+def test_bad_job_ids_fail(value: str) -> None:
+    assert check_job_id(value) is not None
+
+
+@pytest.mark.parametrize("value", ["thumbnail", "video/encode", "a:b.c_d-e", "x" * 100])
+def test_good_job_types_pass(value: str) -> None:
+    assert check_job_type(value) is None
+
+
+@pytest.mark.parametrize("value", ["", "/a", "a b", "a@b", "x" * 101, "a\x1c", "a\r\n"])
+def test_bad_job_types_fail(value: str) -> None:
+    assert check_job_type(value) is not None
+
+
+@pytest.mark.parametrize("value", [None, MIN_TIMEOUT_SECONDS, 60, MAX_TIMEOUT_SECONDS, 30.0])
+def test_timeouts_in_range_pass(value: float | None) -> None:
+    assert check_timeout_seconds(value) is None
+
+
+@pytest.mark.parametrize("value", [0, -1, MAX_TIMEOUT_SECONDS + 1, 2**31, 1e12, 1.5, math.inf])
+def test_timeouts_out_of_range_fail(value: float) -> None:
+    assert check_timeout_seconds(value) is not None
+
+
+def test_json_text() -> None:
+    assert check_json_text('{"a": [1]}') is None
+    problem = check_json_text("{not json")
+    assert problem is not None and problem.startswith("payload is not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1e12, MAX_TIMEOUT_SECONDS), (0, MIN_TIMEOUT_SECONDS), (-5, 1), (60, 60), (math.inf, 86_400)],
+)
+def test_stored_timeouts_are_clamped(value: float, expected: int) -> None:
+    assert clamp_timeout_seconds(value) == expected
