@@ -180,6 +180,9 @@ class Deployment:
                 "SMTP_HOST": "127.0.0.1",
                 "SMTP_PORT": str(SMTP_PORT),
                 "SMTP_TIMEOUT_SECONDS": "5",
+                # A mail claimed by a notifier that then died is sent by another after this
+                # (120 s by default); short, like the retry delays, so that a run can see it.
+                "CLAIM_TIMEOUT_SECONDS": "15",
                 "ADMIN_EMAILS": json.dumps([self.platform_admin]),
             },
         }[service]
