@@ -10,14 +10,12 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from jobplane.config import CommonSettings
 
 from docs.gen_config import SERVICES, env_vars, required_env_vars
+from tests.deploy.settings_check import clean_stop_seconds, starts_with
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 INFRASTRUCTURE = {"kafka", "mongo", "mail"}
-# SIGTERM's bound in jobplane.service: drain, the producer's last deliveries, then closing.
-CLOSE_SECONDS = 5.0
 # Compose's `${NAME:-default}` / `${NAME-default}`: the tests read the defaults.
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
 
@@ -82,20 +80,11 @@ def test_each_service_gets_settings_it_reads_and_starts_with_them(
     env = environment(compose()["services"][service])
     assert set(env) - env_vars(settings_class) == set(), "variables the service does not read"
     assert required_env_vars(settings_class) <= set(env)
-    for name in env_vars(settings_class):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    settings_class()
+    starts_with(settings_class, env, monkeypatch)
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_a_stopping_service_gets_the_time_a_clean_stop_takes(service: str) -> None:
     definition = compose()["services"][service]
-    env = environment(definition)
-    defaults = CommonSettings()
-    drain = float(env.get("DRAIN_TIMEOUT_SECONDS", defaults.drain_timeout_seconds))
-    delivery = float(
-        env.get("KAFKA_DELIVERY_TIMEOUT_SECONDS", defaults.kafka_delivery_timeout_seconds)
-    )
-    assert seconds(definition["stop_grace_period"]) >= drain + delivery + CLOSE_SECONDS
+    stop = clean_stop_seconds(environment(definition))
+    assert seconds(definition["stop_grace_period"]) >= stop

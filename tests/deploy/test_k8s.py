@@ -13,7 +13,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from jobplane.config import CommonSettings
 from jobplane.topics import Topics, admin_client, list_topics
 from jobplane_gateway.config import Settings as GatewaySettings
 from jobplane_gateway.main import create_app
@@ -22,6 +21,7 @@ from pydantic import SecretStr
 
 from docs.gen_config import SERVICES, env_vars, required_env_vars
 from tests.deploy.kustomize import KUSTOMIZATION, Document, listed_files, pod_spec, render
+from tests.deploy.settings_check import clean_stop_seconds, starts_with
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -31,8 +31,6 @@ KUSTOMIZATIONS = [BASE, *OVERLAYS]
 # the manifests use nothing newer.
 KUBERNETES_VERSION = "1.33.0"
 CONSUMERS = {"dispatcher", "retry", "notifier"}
-# SIGTERM's bound in jobplane.service: drain, the producer's last deliveries, then closing.
-CLOSE_SECONDS = 5.0
 
 
 def by_kind(documents: list[Document], kind: str) -> dict[str, Document]:
@@ -134,11 +132,7 @@ def test_each_service_gets_settings_it_reads_and_every_one_it_requires(
         env = environment(documents, deployment)
         assert required_env_vars(settings_class) <= set(env)
         # The service starts with these values (bounds, JSON lists, cross-checks).
-        for name in env_vars(settings_class):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        settings_class()
+        starts_with(settings_class, env, monkeypatch)
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: p.name)
@@ -221,13 +215,8 @@ def test_pods_get_the_time_a_clean_stop_takes(directory: Path) -> None:
     documents = render(directory)
     for deployment in by_kind(documents, "Deployment").values():
         env = environment(documents, deployment)
-        defaults = CommonSettings()
-        drain = float(env.get("DRAIN_TIMEOUT_SECONDS", defaults.drain_timeout_seconds))
-        delivery = float(
-            env.get("KAFKA_DELIVERY_TIMEOUT_SECONDS", defaults.kafka_delivery_timeout_seconds)
-        )
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert grace >= drain + delivery + CLOSE_SECONDS, deployment["metadata"]["name"]
+        assert grace >= clean_stop_seconds(env), deployment["metadata"]["name"]
 
 
 def _topics_command(documents: list[Document]) -> list[str]:
