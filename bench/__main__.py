@@ -25,7 +25,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the backend answers Jobplane 202 and posts the result back (Celery: 200 as ever)",
     )
     parser.add_argument("--no-scenarios", action="store_true", help="main runs (and floor) only")
+    parser.add_argument(
+        "--preload-only",
+        action="store_true",
+        help="only Jobplane with an empty and a preloaded store, --runs alternating pairs",
+    )
     parser.add_argument("--report", type=Path, help="print a saved result (JSON) again and stop")
     parser.add_argument("--keep-servers", action="store_true", help="leave the servers running")
     args = parser.parse_args(argv)
@@ -121,6 +126,28 @@ class Runner:
             f"{f['e-mails missing']:.0f} missing ({time.monotonic() - began:.0f}s)"
         )
         return result
+
+
+async def compare_preload(
+    run: Runner, spec: Callable[..., systems.RunSpec], args: argparse.Namespace
+) -> dict[str, Figures]:
+    """Jobplane with an empty store and with ``--preload`` old finished jobs stored first:
+    alternating pairs, the medians of ``--runs`` each, so the machine's noise falls on both
+    sides alike."""
+    empty: list[Figures] = []
+    preloaded: list[Figures] = []
+    for n in range(args.runs):
+        result = await run(spec(system="jobplane", scenario=f"preload 0, {n + 1}"))
+        empty.append(result.figures)
+        result = await run(
+            spec(system="jobplane", scenario=f"preload {args.preload}, {n + 1}",
+                 preload=args.preload)
+        )  # fmt: skip
+        preloaded.append(result.figures)
+    return {
+        "jobplane preload 0": medians(empty),
+        f"jobplane preload {args.preload:,}": medians(preloaded),
+    }
 
 
 def pool_choice(text: str) -> tuple[str, int]:
@@ -164,6 +191,9 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                 mode="callback" if args.callback else "result",
             )
             want = [s for s in ("jobplane", "celery") if args.only in (None, s)]
+            if args.preload_only:
+                want = []
+                scenario_results.update(await compare_preload(run, spec, args))
 
             pool, size = pool_choice(args.celery_pool or "prefork:2")
             if "celery" in want and args.celery_pool is None:
@@ -221,12 +251,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                         )  # fmt: skip
                         scenario_results[f"jobplane {count} dispatchers"] = result.figures
                     if args.preload:
-                        scenario_results["jobplane preload 0"] = medians(main["jobplane"])
-                        result = await run(
-                            spec(system="jobplane", scenario=f"preload {args.preload}",
-                                 preload=args.preload)
-                        )  # fmt: skip
-                        scenario_results[f"jobplane preload {args.preload:,}"] = result.figures
+                        scenario_results.update(await compare_preload(run, spec, args))
             if args.profile and "jobplane" in want:
                 result = await run(spec(system="jobplane", scenario="profiled", profile=True))
                 hot = {name: dataclasses.asdict(spots) for name, spots in result.hot_spots.items()}
