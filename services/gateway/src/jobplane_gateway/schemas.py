@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import HTTPException, status
 from jobplane.events import Failure
 from jobplane.jobs import Attempt, Job, JobStatus, Report
+from jobplane.store import App
 from jobplane.validation import (
     APP_ID_PATTERN,
     JOB_TYPE_PATTERN,
@@ -115,6 +116,69 @@ class AppCreated(BaseModel):
     api_key: str = Field(description="Shown once: only its hash is stored.")
 
 
+class AppUpdate(_Body):
+    """The fields to change; those left out stay as they are."""
+
+    backend_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)] | None = None
+    default_timeout_seconds: Timeout | None = None
+    admin_emails: list[Email] | None = Field(default=None, max_length=MAX_ADMIN_EMAILS)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    disabled: bool | None = Field(
+        default=None,
+        description=(
+            "A disabled app's new jobs are refused (403); its stored jobs are kept. "
+            "Other gateways see the change within 10 seconds (their app cache)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AppUpdate:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: send at least one field")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f'"{name}" cannot be null: leave it out to keep it')
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The app document's fields to set."""
+        changes = self.model_dump(exclude_unset=True)
+        if self.backend_url is not None:
+            changes["backend_url"] = str(self.backend_url)
+        return changes
+
+
+class AppOut(BaseModel):
+    """An app as the administrators see it (never its key, nor the key's hash)."""
+
+    app_id: str
+    backend_url: str
+    default_timeout_seconds: int
+    admin_emails: list[str]
+    max_concurrency: int
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, app: App) -> AppOut:
+        return cls(
+            app_id=app.app_id,
+            backend_url=app.backend_url,
+            default_timeout_seconds=app.default_timeout_seconds,
+            admin_emails=app.admin_emails,
+            max_concurrency=app.max_concurrency,
+            disabled=app.disabled,
+            created_at=app.created_at,
+            updated_at=app.updated_at,
+        )
+
+
+class AppList(BaseModel):
+    apps: list[AppOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
 # -- users ------------------------------------------------------------------------------
 
 
@@ -127,6 +191,11 @@ class UserOut(BaseModel):
     user_id: str
     email: str
     language: str
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -208,42 +277,90 @@ class NotifiedOut(BaseModel):
     admins_at: datetime | None
 
 
-class JobOut(BaseModel):
+_ATTEMPT_DOC = "The latest attempt begun: the last of `attempts` (0 before the first dispatch)."
+_NEXT_ATTEMPT_DOC = (
+    "The attempt that waits for its dispatch while the job is `queued` or `retry_scheduled` "
+    "(at `next_attempt_at` for a retry); null otherwise."
+)
+WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED)
+
+
+def attempt_numbers(job: Job) -> tuple[int, int | None]:
+    """``(attempt, next_attempt)`` as the API shows them: the stored ``attempt`` is the
+    current or the next due one; the API separates the two."""
+    latest = max((a.number for a in job.attempts), default=0)
+    return latest, job.attempt if job.status in WAITING_STATUSES else None
+
+
+class JobSummary(BaseModel):
+    """A job in a listing (without its payload and result)."""
+
     job_id: str
     app_id: str
     user_id: str
     job_type: str
     status: JobStatus
-    attempt: int
-    attempts: list[AttemptOut]
-    result: Any
+    attempt: int = Field(description=_ATTEMPT_DOC)
+    next_attempt: int | None = Field(description=_NEXT_ATTEMPT_DOC)
     last_error: ErrorOut | None
-    notified: NotifiedOut
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls(**_summary_fields(job))
+
+
+def _summary_fields(job: Job) -> dict[str, Any]:
+    attempt, next_attempt = attempt_numbers(job)
+    return {
+        "job_id": job.job_id,
+        "app_id": job.app_id,
+        "user_id": job.user_id,
+        "job_type": job.job_type,
+        "status": job.status,
+        "attempt": attempt,
+        "next_attempt": next_attempt,
+        "last_error": ErrorOut.of(job.last_failure),
+        "next_attempt_at": job.next_attempt_at,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class Stats(BaseModel):
+    """How many jobs are in each status, in all and per app."""
+
+    total: int
+    by_status: dict[JobStatus, int]
+    by_app: dict[str, dict[JobStatus, int]]
+
+
+class JobOut(JobSummary):
+    """A job with its whole timeline: every attempt, the result, the notifications."""
+
+    attempts: list[AttemptOut]
+    result: Any
+    notified: NotifiedOut
+
+    @classmethod
     def of(cls, job: Job) -> JobOut:
         return cls(
-            job_id=job.job_id,
-            app_id=job.app_id,
-            user_id=job.user_id,
-            job_type=job.job_type,
-            status=job.status,
-            attempt=job.attempt,
+            **_summary_fields(job),
             attempts=[AttemptOut.of(a) for a in job.attempts],
             result=json.loads(job.result) if job.result is not None else None,
-            last_error=ErrorOut.of(job.last_failure),
             notified=NotifiedOut(
                 user=job.user_notified,
                 user_at=job.notified_user_at,
                 admins=job.notified_admins_at is not None,
                 admins_at=job.notified_admins_at,
             ),
-            next_attempt_at=job.next_attempt_at,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
         )
 
 

@@ -10,7 +10,8 @@ from jobplane.logs import fields
 from jobplane.store import User
 from jobplane.validation import USER_ID_PATTERN
 
-from jobplane_gateway.api.deps import AppDep, StoreDep
+from jobplane_gateway.api.deps import JSON_BODY, AppDep, StoreDep
+from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.schemas import UserIn, UserOut
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,11 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 @router.put(
     "/{user_id}",
     status_code=status.HTTP_200_OK,
-    responses={201: {"model": UserOut, "description": "The user is new"}},
+    responses={
+        201: {"model": UserOut, "description": "The user is new"},
+        **errors(*AUTH_ERRORS, *BODY_ERRORS),
+    },
+    dependencies=[JSON_BODY],
 )
 async def upsert_user(
     user_id: Annotated[str, Path(pattern=USER_ID_PATTERN)],
