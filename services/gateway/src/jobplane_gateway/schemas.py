@@ -104,6 +104,20 @@ class _Body(BaseModel):
 
 
 class AppCreate(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "app_id": "photos",
+                    "backend_url": "https://photos.example/jobplane/jobs",
+                    "default_timeout_seconds": 600,
+                    "admin_emails": ["ops@photos.example"],
+                    "max_concurrency": 16,
+                }
+            ]
+        }
+    )
+
     app_id: AppId
     backend_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
     default_timeout_seconds: Timeout = 3600
@@ -183,6 +197,10 @@ class AppList(BaseModel):
 
 
 class UserIn(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "hanako@example.com", "language": "ja"}]}
+    )
+
     email: Email
     language: Literal["en", "ja"] = "en"
 
@@ -202,10 +220,31 @@ class UserList(BaseModel):
 
 
 class JobSubmit(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "hanako",
+                    "job_type": "thumbnail",
+                    "payload": {"photo": "uploads/p1.jpg", "sizes": [64, 256]},
+                    "timeout_seconds": 300,
+                }
+            ]
+        }
+    )
+
     user_id: UserId
     job_type: JobType
-    payload: JsonObject
-    timeout_seconds: Timeout | None = None
+    payload: JsonObject = Field(
+        description=(
+            "Any JSON object; its JSON text may be at most MAX_PAYLOAD_BYTES (UTF-8 bytes; "
+            "this gateway's value is in the API description), else 413."
+        )
+    )
+    timeout_seconds: Timeout | None = Field(
+        default=None,
+        description="How long one attempt may take; the app's default when left out.",
+    )
 
     def payload_text(self) -> str:
         return json_text(self.payload)
@@ -373,11 +412,31 @@ class ReportedError(_Body):
 
 
 class ResultIn(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"attempt": 1, "status": "succeeded", "result": {"thumbnail": "t/p1.png"}},
+                {
+                    "attempt": 2,
+                    "status": "failed",
+                    "error": {"message": "the photo is not an image", "retryable": False},
+                },
+            ]
+        }
+    )
+
     # Attempts are few (1 + the retries): the bound only keeps the number a small int.
     attempt: int = Field(ge=1, le=1000)
     status: Literal["succeeded", "failed"]
-    result: JsonValue = None
-    error: ReportedError | None = None
+    result: JsonValue = Field(
+        default=None,
+        description=(
+            'With "succeeded": any JSON value, at most MAX_RESULT_BYTES of JSON text, else 413.'
+        ),
+    )
+    error: ReportedError | None = Field(
+        default=None, description='Required with "failed"; not allowed with "succeeded".'
+    )
 
     @model_validator(mode="after")
     def _failure_says_what(self) -> ResultIn:

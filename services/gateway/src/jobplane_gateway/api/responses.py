@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from jobplane_gateway.api.deps import NOT_JSON
+
 
 class ErrorBody(BaseModel):
     """Every error but a request that does not validate."""
@@ -44,7 +46,7 @@ _ERRORS: dict[int, tuple[str, Any]] = {
     ),
     415: (
         "The body is not JSON: send `Content-Type: application/json`",
-        "the request body must be JSON (Content-Type: application/json)",
+        NOT_JSON,
     ),
     503: (
         "The job store or Kafka is unavailable; nothing was stored: retry after `Retry-After`",
