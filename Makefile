@@ -19,6 +19,7 @@ help:
 	@echo "make infra-down    stop them (data is kept in .local/)"
 	@echo "make infra-status  show what runs where"
 	@echo "make lint          ruff check, ruff format --check, mypy (strict)"
+	@echo "make bench         Jobplane vs Celery + Redis, side by side (ARGS=\"--quick\" to try it)"
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
@@ -64,8 +65,9 @@ test: install lint
 	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install store; fi
 	$(UV) run pytest
 
-# Pipeline benchmark: prints figures (never asserts timings). Pass options with ARGS, e.g.
-# `make bench ARGS="--jobs 500 --runs 5"`.
+# Jobplane and Celery + Redis doing the same work, side by side (bench/): its own Kafka, store,
+# SMTP sink and Redis on the bench ports (redis-server is installed with apt-get if missing).
+# Prints figures, never asserts them; JSON and PNG in bench/results/. Options with ARGS, e.g.
+# `make bench ARGS="--quick"` or `make bench ARGS="--jobs 500 --runs 5 --profile"`.
 bench: install
-	$(UV) run jobplane-local up
-	$(UV) run python -m bench.pipeline $(ARGS)
+	$(UV) run --group bench python -m bench $(ARGS)

@@ -1,99 +1,146 @@
-"""A fast app backend: answers every dispatch ``202`` and reports success at once.
+"""The app backend both systems call: a separate process, a plain ASGI app under uvicorn.
 
-It is a real HTTP server (uvicorn on a free local port) like an app's backend would be; the
-callback goes through one shared HTTP client (a connection pool), as a real worker would do.
+    python -m bench.backend --port 8301
+
+`POST /jobs` with `{"job_id", "attempt", ...}` answers `200 {"status": "succeeded", "result"}`
+at once (mode "result"), or `202` and then posts the result to the job's `callback_url` with
+its `callback_token` (mode "callback", Jobplane only: Celery has no callback). A configurable
+share of calls fails with `500` (retryable), and an accept delay makes a slow backend.
+Every call is recorded: job id, attempt, receive time and, when the caller sends one, the
+time the attempt was due (`due_at`, epoch seconds). `POST /config` sets the behaviour,
+`GET /calls` returns the records, `POST /reset` forgets them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import socket
-from dataclasses import dataclass, field
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 @dataclass
-class FastBackend:
-    """Counts what it was asked and what the gateway answered to its callbacks."""
+class BackendConfig:
+    mode: str = "result"  # "result": 200 with the result; "callback": 202, then the callback
+    fail_rate: float = 0.0
+    accept_delay: float = 0.0
 
-    url: str = ""
-    dispatches: int = 0
-    callbacks_recorded: int = 0
-    callback_problems: list[str] = field(default_factory=list)
+
+@dataclass
+class Backend:
+    config: BackendConfig = field(default_factory=BackendConfig)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    callback_errors: int = 0
     _client: httpx.AsyncClient | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def app(self) -> FastAPI:
-        api = FastAPI()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        route = (scope["method"], scope["path"])
+        if route == ("POST", "/jobs"):
+            status, answer = await self.job(json.loads(body))
+        elif route == ("GET", "/calls"):
+            status, answer = 200, self.report()
+        elif route == ("POST", "/reset"):
+            self.calls.clear()
+            self.max_in_flight = self.in_flight
+            self.callback_errors = 0
+            status, answer = 200, {}
+        elif route == ("POST", "/config"):
+            self.config = BackendConfig(**json.loads(body))
+            status, answer = 200, asdict(self.config)
+        else:
+            status, answer = 404, {"error": "not found"}
+        data = json.dumps(answer).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
 
-        @api.post("/jobs")
-        async def receive(request: Request) -> JSONResponse:
-            body: dict[str, Any] = await request.json()
-            self.dispatches += 1
-            task = asyncio.create_task(self._call_back(body))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            return JSONResponse({"accepted": True}, status_code=202)
+    def report(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "max_in_flight": self.max_in_flight,
+            "callback_errors": self.callback_errors,
+        }
 
-        return api
+    async def job(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        received = time.time()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self.calls.append(
+                {
+                    "job_id": request["job_id"],
+                    "attempt": request["attempt"],
+                    "at": received,
+                    "due_at": request.get("due_at"),
+                }
+            )
+            if self.config.accept_delay:
+                await asyncio.sleep(self.config.accept_delay)
+            if random.random() < self.config.fail_rate:
+                return 500, {"error": "injected failure"}
+            result = {"thumbnail": f"{request['job_id']}.png", "width": 160, "height": 120}
+            if self.config.mode == "callback":
+                task = asyncio.create_task(self.call_back(request, result))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return 202, {"accepted": True}
+            return 200, {"status": "succeeded", "result": result}
+        finally:
+            self.in_flight -= 1
 
-    async def _call_back(self, body: dict[str, Any]) -> None:
-        assert self._client is not None, "the backend is not serving"
+    async def call_back(self, request: dict[str, Any], result: dict[str, Any]) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
         try:
             response = await self._client.post(
-                body["callback_url"],
-                json={
-                    "attempt": body["attempt"],
-                    "status": "succeeded",
-                    "result": {"thumbnail": f"{body['job_id']}.png"},
-                },
-                headers={"Authorization": f"Bearer {body['callback_token']}"},
+                request["callback_url"],
+                json={"attempt": request["attempt"], "status": "succeeded", "result": result},
+                headers={"Authorization": f"Bearer {request['callback_token']}"},
             )
-        except httpx.HTTPError as exc:
-            self.callback_problems.append(f"{body['job_id']}: {exc!r}")
-            return
-        if response.status_code == 200 and response.json().get("recorded"):
-            self.callbacks_recorded += 1
-        else:
-            self.callback_problems.append(
-                f"{body['job_id']}: {response.status_code} {response.text[:200]}"
-            )
+            if response.status_code != 200:
+                self.callback_errors += 1
+        except httpx.HTTPError:
+            self.callback_errors += 1
 
-    async def start(self) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-        """Serve on a free port; ``self.url`` is where to dispatch."""
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/jobs"
-        self._client = httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                self.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-            )
-        )
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        return server, task
 
-    async def stop(self, server: uvicorn.Server, task: asyncio.Task[None]) -> None:
-        server.should_exit = True
-        await task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        Backend(), host=args.host, port=args.port, log_level="warning", access_log=False,
+        lifespan="off", backlog=1024,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -42,9 +42,9 @@ import errno
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import confluent_kafka
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
@@ -250,6 +250,44 @@ def header(record: Record, name: str) -> str | None:
         if key == name:
             return value.decode(errors="replace")
     return None
+
+
+class _Pausable(Protocol):
+    paused: bool
+
+
+P = TypeVar("P", bound=_Pausable)
+
+
+async def bound_backlog(
+    consumer: AsyncConsumer,
+    partitions: Mapping[TopicPartition, P],
+    backlog: Callable[[P], int],
+    limit: int,
+    *,
+    cause: str,
+) -> None:
+    """Bound memory: pause a partition with ``limit`` or more events held in memory (``cause``
+    says which), resume it once half of them are out."""
+    to_pause: list[TopicPartition] = []
+    to_resume: list[TopicPartition] = []
+    for tp, state in partitions.items():
+        held = backlog(state)
+        if not state.paused and held >= limit:
+            state.paused = True
+            to_pause.append(tp)
+        elif state.paused and held <= limit // 2:
+            state.paused = False
+            to_resume.append(tp)
+    if to_pause:
+        log.warning(
+            "partitions paused: too many events held",
+            extra=fields(cause=f"paused: {cause}", partitions=[str(tp) for tp in to_pause]),
+        )
+        await consumer.pause(to_pause)
+    if to_resume:
+        log.info("partitions resumed", extra=fields(partitions=[str(tp) for tp in to_resume]))
+        await consumer.resume(to_resume)
 
 
 @dataclass
@@ -469,25 +507,13 @@ class EventLoop:
         work.holds_slot = True
 
     async def _pause_or_resume(self) -> None:
-        """Bound memory: a partition with too many events waiting to be retried is paused."""
-        to_pause = []
-        to_resume = []
-        for tp, offsets in self.offsets.items():
-            if not offsets.paused and offsets.waiting >= self.max_waiting:
-                offsets.paused = True
-                to_pause.append(tp)
-            elif offsets.paused and offsets.waiting <= self.max_waiting // 2:
-                offsets.paused = False
-                to_resume.append(tp)
-        if to_pause:
-            log.warning(
-                "partitions paused: too many events waiting to be retried",
-                extra=fields(cause="partitions-paused", partitions=[str(tp) for tp in to_pause]),
-            )
-            await self.consumer.pause(to_pause)
-        if to_resume:
-            log.info("partitions resumed", extra=fields(partitions=[str(tp) for tp in to_resume]))
-            await self.consumer.resume(to_resume)
+        await bound_backlog(
+            self.consumer,
+            self.offsets,
+            lambda offsets: offsets.waiting,
+            self.max_waiting,
+            cause="events waiting to be retried",
+        )
 
     def _to_commit(
         self, only: Iterable[TopicPartition] | None = None, *, every: bool = False

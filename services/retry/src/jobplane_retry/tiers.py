@@ -34,6 +34,7 @@ from jobplane.kafka import (
     KafkaError,
     Record,
     TopicPartition,
+    bound_backlog,
     dead_letter_event,
     error_cause,
     header,
@@ -232,22 +233,13 @@ class TierLoop:
         self._due_signal.set()
 
     async def _pause_or_resume(self) -> None:
-        pause, resume = [], []
-        for tp, partition in self.partitions.items():
-            if not partition.paused and len(partition.held) >= self.max_held:
-                partition.paused = True
-                pause.append(tp)
-            elif partition.paused and len(partition.held) <= self.max_held // 2:
-                partition.paused = False
-                resume.append(tp)
-        if pause:
-            log.warning(
-                "tier partitions paused: too many events held",
-                extra=fields(cause="tier-paused", partitions=[str(tp) for tp in pause]),
-            )
-            await self.consumer.pause(pause)
-        if resume:
-            await self.consumer.resume(resume)
+        await bound_backlog(
+            self.consumer,
+            self.partitions,
+            lambda partition: len(partition.held),
+            self.max_held,
+            cause="retries held until due",
+        )
 
     # -- publishing ------------------------------------------------------------------------
 

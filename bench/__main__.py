@@ -1,0 +1,294 @@
+"""`make bench`: Jobplane and Celery + Redis doing the same work, side by side.
+
+    uv run --group bench python -m bench [--jobs 1000] [--runs 3] [--in-flight 32]
+        [--preload 100000] [--only jobplane|celery] [--quick] [--profile]
+
+Same work both ways: each job is submitted (Jobplane: `POST /v1/jobs`; Celery: `delay()`),
+posted to the same app backend (answers 200 with the result at once), and ends in one e-mail to
+the same SMTP sink. Main runs alternate Jobplane / Celery (`--runs` each); the table gives each
+system's median, the ratio Jobplane / Celery and every run's value. Then single runs of the
+scenarios: the gateway's accept latency at half the maximum rate, 10 % of backend calls failing
+(retry precision), 2 and 4 dispatcher instances, a slow backend (200 ms to accept), the
+store preloaded with old jobs, and the raw floor of the parts. Figures are printed and written to
+`bench/results/` (JSON and PNG); nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobplane_local.service import Service
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench import floor, report, systems
+from bench.infra import BenchServers, bench_config
+from bench.stats import Figures, medians
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Scenario figures that join the side-by-side table: (figure in the run, name in the table).
+HALF_RATE = [
+    ("accept p50 ms", "accept p50 ms at half the max rate"),
+    ("accept p99 ms", "accept p99 ms at half the max rate"),
+]
+FAILING = [
+    (f"retry lateness {q} ms", f"retry lateness {q} ms (10% failing, half rate)")
+    for q in ("min", "p50", "p99", "max")
+] + [
+    ("retry released p50 ms", "retry service's own lateness p50 ms"),
+    ("retry released p99 ms", "retry service's own lateness p99 ms"),
+]
+SLOW = [("jobs/s end to end", "jobs/s with a 200 ms backend")]
+
+
+def pick(figures: Figures, names: list[tuple[str, str]]) -> Figures:
+    return {new: figures[old] for old, new in names if old in figures}
+
+
+console = Console(stderr=True)
+
+
+def log(message: str) -> None:
+    console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/dim] {message}", highlight=False)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per run (default 1000)")
+    parser.add_argument("--runs", type=int, default=3, help="main runs per system (default 3)")
+    parser.add_argument("--in-flight", type=int, default=32, help="submits in flight (32)")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=100_000,
+        help="also run Jobplane with N old finished jobs stored first (100,000; 0: no)",
+    )
+    parser.add_argument("--only", choices=["jobplane", "celery"], help="one system only")
+    parser.add_argument("--quick", action="store_true", help="100 jobs, 1 run: for development")
+    parser.add_argument("--profile", action="store_true", help="py-spy on each service, 1 run")
+    parser.add_argument(
+        "--celery-pool", help="prefork:2, threads:32 or gevent:32; default: the best of them"
+    )
+    parser.add_argument(
+        "--callback",
+        action="store_true",
+        help="the backend answers Jobplane 202 and posts the result back (Celery: 200 as ever)",
+    )
+    parser.add_argument("--no-scenarios", action="store_true", help="main runs (and floor) only")
+    parser.add_argument("--report", type=Path, help="print a saved result (JSON) again and stop")
+    parser.add_argument("--keep-servers", action="store_true", help="leave the servers running")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.jobs, args.runs = min(args.jobs, 100), 1
+        args.preload = min(args.preload, 10_000)
+    if args.jobs < 1 or args.runs < 1 or args.in_flight < 1:
+        parser.error("--jobs, --runs and --in-flight must be at least 1")
+    return args
+
+
+class Runner:
+    def __init__(self, bench: systems.Bench, progress: Progress) -> None:
+        self.bench = bench
+        self.progress = progress
+
+    async def __call__(self, spec: systems.RunSpec) -> systems.RunResult:
+        task = self.progress.add_task(spec.label, total=spec.jobs, submitted=0)
+
+        def update(mails: int, submitted: int) -> None:
+            self.progress.update(task, completed=mails, submitted=submitted)
+
+        began = time.monotonic()
+        result = await systems.run(self.bench, spec, update)
+        self.progress.update(task, completed=spec.jobs)
+        f = result.figures
+        log(
+            f"{spec.label}: {f['jobs/s end to end']:.1f} jobs/s, submit→e-mail p50 "
+            f"{f['submit→e-mail p50 ms']:.0f} ms, CPU {f['CPU ms/job platform']:.1f} ms/job, "
+            f"{f['e-mails missing']:.0f} missing ({time.monotonic() - began:.0f}s)"
+        )
+        return result
+
+
+def pool_choice(text: str) -> tuple[str, int]:
+    pool, _, size = text.partition(":")
+    return pool, int(size or (2 if pool == "prefork" else 32))
+
+
+async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
+    servers = BenchServers(bench_config())
+    started = datetime.now(UTC)
+    meta: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": "python -m bench " + shlex.join(sys.argv[1:]),
+        "load_before": os.getloadavg(),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+        "python": platform.python_version(),
+        "jobs": args.jobs,
+        "in_flight": args.in_flight,
+        "runs": args.runs,
+    }
+    log(f"servers on their bench ports under {servers.config.local_dir}")
+    bench = systems.Bench(servers, RESULTS, log)
+    main: dict[str, list[Figures]] = {}
+    scenario_results: dict[str, Figures] = {}
+    hot: dict[str, Any] = {}
+    headline: dict[str, Figures] = {"jobplane": {}, "celery": {}}
+    columns = (
+        TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("e-mails, {task.fields[submitted]} submitted"), TimeElapsedColumn(),
+    )  # fmt: skip
+    backend: Service | None = None
+    try:
+        await asyncio.to_thread(servers.up, log)
+        backend = await asyncio.to_thread(systems.start_backend, bench)
+        with Progress(*columns, console=console) as progress:
+            run = Runner(bench, progress)
+            spec = functools.partial(
+                systems.RunSpec,
+                jobs=args.jobs,
+                in_flight=args.in_flight,
+                mode="callback" if args.callback else "result",
+            )
+            want = [s for s in ("jobplane", "celery") if args.only in (None, s)]
+
+            pool, size = pool_choice(args.celery_pool or "prefork:2")
+            if "celery" in want and args.celery_pool is None:
+                sweep = {}
+                for choice in ("prefork:2", "threads:32", "gevent:32"):
+                    p, n = pool_choice(choice)
+                    result = await run(
+                        spec(
+                            system="celery",
+                            scenario=f"pool {choice}",
+                            pool=p,
+                            pool_size=n,
+                            jobs=max(50, args.jobs // 4),  # enough to rank the pools
+                        )
+                    )
+                    sweep[choice] = result.figures["jobs/s end to end"]
+                    scenario_results[f"celery pool {choice}"] = result.figures
+                pool, size = pool_choice(max(sweep, key=lambda c: sweep[c]))
+                log(f"celery: the {pool} pool with {size} wins ({sweep})")
+            meta["celery_pool"] = f"{pool}:{size}"
+            spec = functools.partial(spec, pool=pool, pool_size=size)
+
+            for n in range(args.runs):
+                for system in want:
+                    result = await run(spec(system=system, scenario=f"main {n + 1}"))
+                    main.setdefault(system, []).append(result.figures)
+
+            if not args.no_scenarios:
+                half = {s: medians(main[s])["jobs/s end to end"] / 2 for s in want}
+                for system in want:
+                    result = await run(spec(system=system, scenario="half rate", rate=half[system]))
+                    scenario_results[f"{system} accept at {half[system]:.0f}/s"] = result.figures
+                    headline[system].update(pick(result.figures, HALF_RATE))
+                # Also at half the maximum rate: retry precision is the scheduler's, not the
+                # time a retry waits in a backlog behind new jobs.
+                for system in want:
+                    result = await run(
+                        spec(system=system, scenario="10% failing", fail_rate=0.1,
+                             rate=half[system])
+                    )  # fmt: skip
+                    scenario_results[f"{system} 10% failing at {half[system]:.0f}/s"] = (
+                        result.figures
+                    )
+                    headline[system].update(pick(result.figures, FAILING))
+                for system in want:
+                    result = await run(spec(system=system, scenario="slow", accept_delay=0.2))
+                    scenario_results[f"{system} backend 200 ms"] = result.figures
+                    headline[system].update(pick(result.figures, SLOW))
+                if "jobplane" in want:
+                    scenario_results["jobplane 1 dispatcher"] = medians(main["jobplane"])
+                    for count in (2, 4):
+                        result = await run(
+                            spec(system="jobplane", scenario=f"dispatchers {count}",
+                                 dispatchers=count)
+                        )  # fmt: skip
+                        scenario_results[f"jobplane {count} dispatchers"] = result.figures
+                    if args.preload:
+                        scenario_results["jobplane preload 0"] = medians(main["jobplane"])
+                        result = await run(
+                            spec(system="jobplane", scenario=f"preload {args.preload}",
+                                 preload=args.preload)
+                        )  # fmt: skip
+                        scenario_results[f"jobplane preload {args.preload:,}"] = result.figures
+            if args.profile and "jobplane" in want:
+                result = await run(spec(system="jobplane", scenario="profiled", profile=True))
+                hot = {name: dataclasses.asdict(spots) for name, spots in result.hot_spots.items()}
+        log("raw floor of the parts")
+        floor_figures = await floor.measure(servers, max(100, args.jobs // 2))
+    finally:
+        if backend is not None:
+            await asyncio.to_thread(backend.stop, lambda _: None)
+        if not args.keep_servers:
+            await asyncio.to_thread(servers.down, log)
+    meta["load_after"] = os.getloadavg()
+    meta["seconds"] = (datetime.now(UTC) - started).total_seconds()
+    return report.document(meta, main, headline, scenario_results, floor_figures, hot)
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    meta = doc["meta"]
+    out = Console(width=250, highlight=False, soft_wrap=True)
+    out.print(f"\nJobplane vs Celery + Redis — {meta['command']}", highlight=False)
+    out.print(
+        f"{meta['machine']}, Python {meta['python']}; load average before "
+        f"{', '.join(f'{v:.2f}' for v in meta['load_before'])}, after "
+        f"{', '.join(f'{v:.2f}' for v in meta['load_after'])}; {meta['jobs']} jobs/run, "
+        f"{meta['in_flight']} in flight; Celery pool {meta.get('celery_pool')}",
+        highlight=False,
+    )
+    main = doc["main"]
+    lines = report.side_by_side(
+        main.get("jobplane", {}).get("runs", []),
+        main.get("celery", {}).get("runs", []),
+        doc["headline"],
+    )
+    out.print("\n" + "\n".join(lines), highlight=False)
+    if doc["scenarios"]:
+        out.print("\n" + "\n".join(report.scenarios(doc["scenarios"])), highlight=False)
+    out.print("\n" + "\n".join(report.floor_table(doc["floor"])), highlight=False)
+    for name, spots in doc["hot_spots"].items():
+        out.print(f"\nhot spots of {name} ({spots['samples']} samples, {spots['idle']} idle):")
+        for frame, count in spots["self_time"]:
+            out.print(
+                f"  self {100 * count / max(1, spots['samples']):5.1f}%  {frame}", highlight=False
+            )
+        for frame, count in spots["inclusive"]:
+            out.print(
+                f"  incl {100 * count / max(1, spots['samples']):5.1f}%  {frame}", highlight=False
+            )
+
+
+def main() -> None:
+    args = parse_args()
+    if args.report:
+        print_report(json.loads(args.report.read_text()))
+        return
+    doc = asyncio.run(bench_main(args))
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    json_path = RESULTS / f"bench-{stamp}.json"
+    png_path = RESULTS / f"bench-{stamp}.png"
+    report.write_json(json_path, doc)
+    report.plot(png_path, doc)
+    print_report(doc)
+    print(f"\nwritten: {json_path}\n         {png_path}")
+
+
+if __name__ == "__main__":
+    main()
