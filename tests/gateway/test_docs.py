@@ -14,6 +14,7 @@ from jobplane_dispatcher.dispatch import backend_body
 from jobplane_gateway.backend_contract import DispatchRequest
 from jobplane_gateway.config import Settings
 from jobplane_gateway.main import create_app
+from pydantic import SecretStr
 
 from .harness import ADMIN, Gateway, make_settings
 
@@ -24,7 +25,7 @@ _JS_URL = re.compile(r"""(?:url|spec-url)\s*[:=]\s*["']([^"']+)["']""")
 @pytest.fixture
 async def offline_http() -> Any:
     """The app without any server: the docs need none."""
-    app = create_app(Settings(admin_api_key="k"), conns=None)  # type: ignore[call-arg]
+    app = create_app(Settings(admin_api_key=SecretStr("k")), conns=None)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
         yield http
