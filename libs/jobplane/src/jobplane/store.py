@@ -173,6 +173,38 @@ class JobSelection:
         return query
 
 
+# A job has one admin alert per recipient and outcome (at most ~50 contacts): a bound that a
+# listing never reaches, so that a broken writer cannot make a job's view unbounded.
+NOTIFICATIONS_SHOWN = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A mail of the ``notifications`` collection, as its claim protocol left it."""
+
+    key: str
+    recipient: str
+    kind: str
+    state: str
+    claimed_at: datetime | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Notification:
+        return cls(
+            key=str(doc["_id"]),
+            recipient=str(doc.get("recipient", "")),
+            kind=str(doc.get("kind", "")),
+            state=str(doc.get("state", "")),
+            claimed_at=doc.get("claimed_at"),
+            sent_at=doc.get("sent_at"),
+            failed_at=doc.get("failed_at"),
+            reason=doc.get("reason"),
+        )
+
+
 def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
     # Aware datetimes everywhere: naive ones from the driver would not compare with ours.
     return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, tzinfo=UTC)
@@ -755,6 +787,11 @@ class JobStore:
             {"_id": key, "claim_id": claim_id}, {"$set": changes}
         )
         return result.modified_count == 1
+
+    async def notifications_of(self, job_id: str) -> list[Notification]:
+        """The mails of the ``notifications`` collection about a job (admin alerts)."""
+        cursor = self.notifications.find({"job_id": job_id}, limit=NOTIFICATIONS_SHOWN)
+        return [Notification.from_document(doc) async for doc in cursor]
 
     async def release_notification(self, key: str, *, claim_id: str) -> None:
         await self.notifications.delete_one(

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import HTTPException, status
 from jobplane.events import Failure
 from jobplane.jobs import Attempt, Job, JobStatus, Report
-from jobplane.store import App
+from jobplane.store import App, Notification
 from jobplane.validation import (
     APP_ID_PATTERN,
     JOB_TYPE_PATTERN,
@@ -176,16 +176,8 @@ class AppOut(BaseModel):
 
     @classmethod
     def of(cls, app: App) -> AppOut:
-        return cls(
-            app_id=app.app_id,
-            backend_url=app.backend_url,
-            default_timeout_seconds=app.default_timeout_seconds,
-            admin_emails=app.admin_emails,
-            max_concurrency=app.max_concurrency,
-            disabled=app.disabled,
-            created_at=app.created_at,
-            updated_at=app.updated_at,
-        )
+        # Only the fields above are read from the app: never its key hash.
+        return cls.model_validate(app, from_attributes=True)
 
 
 class AppList(BaseModel):
@@ -400,6 +392,50 @@ class JobOut(JobSummary):
                 admins=job.notified_admins_at is not None,
                 admins_at=job.notified_admins_at,
             ),
+        )
+
+
+class NotificationOut(BaseModel):
+    """A mail about the job other than the user's (an administrators' alert)."""
+
+    recipient: str
+    kind: str
+    state: str = Field(description='"claimed" (being sent), "sent" or "failed".')
+    claimed_at: datetime | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, notification: Notification) -> NotificationOut:
+        return cls.model_validate(notification, from_attributes=True)
+
+
+class AdminJobOut(JobOut):
+    """A job as the administrators see it: also its payload, the user's mails, the alerts
+    sent about it and the event it still owes (the outbox)."""
+
+    payload: Any
+    trace_id: str
+    idempotency_key: str | None
+    user_mails: dict[str, str] = Field(description='Per outcome: "claimed" or "sent".')
+    notifications: list[NotificationOut]
+    announce_due_at: datetime | None = Field(
+        description="Set while an event about the job is owed; the relay re-publishes it then."
+    )
+    announce_relays: int
+
+    @classmethod
+    def of_admin(cls, job: Job, notifications: list[Notification]) -> AdminJobOut:
+        return cls(
+            **JobOut.of(job).model_dump(),
+            payload=json.loads(job.payload),
+            trace_id=job.trace_id,
+            idempotency_key=job.idempotency_key,
+            user_mails=job.mail_states,
+            notifications=[NotificationOut.of(n) for n in notifications],
+            announce_due_at=job.announce_due_at,
+            announce_relays=job.announce_relays,
         )
 
 

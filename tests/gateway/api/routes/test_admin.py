@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobplane.jobs import Job
-from jobplane.store import utcnow
+from jobplane.store import MailClaim, MailState, utcnow
 
 from ...harness import ADMIN, Gateway, RegisteredApp
 
@@ -154,14 +154,55 @@ async def test_the_admin_reads_any_jobs_timeline_and_apps_only_their_own(
     missing = await gateway.http.get("/v1/admin/jobs/no-such-job", headers=ADMIN)
 
     assert admin_view.status_code == status_as_admin.status_code == as_owner.status_code == 200
-    assert admin_view.json() == status_as_admin.json() == as_owner.json()
+    assert status_as_admin.json() == as_owner.json()
     body = admin_view.json()
+    # The admin view is the status and more.
+    assert {k: v for k, v in body.items() if k in as_owner.json()} == as_owner.json()
     assert body["status"] == "running"
     assert [a["attempt"] for a in body["attempts"]] == [1]
     assert body["attempts"][0]["dispatched_at"] and body["attempts"][0]["accepted_at"]
+    assert body["payload"] == {"photo": "p1.jpg"}
+    assert body["trace_id"] == job.trace_id
+    assert body["notifications"] == []
+    assert body["user_mails"] == {}
     assert as_other.status_code == 404
     assert missing.status_code == 404
     assert missing.json() == {"detail": "no job 'no-such-job'"}
+
+
+async def test_the_admin_view_shows_the_mails_and_alerts_of_a_job(gateway: Gateway) -> None:
+    app = await gateway.register_app()
+    [job] = await _jobs(gateway, app, 1)
+    store = gateway.conns.store
+    stale = utcnow() - timedelta(minutes=5)
+    key = f"{job.job_id}:dead:ops@example.com"
+    claim = await store.claim_notification(
+        key,
+        job_id=job.job_id,
+        recipient="ops@example.com",
+        kind="dead",
+        claim_id="c1",
+        message_id="<m1@jobplane>",
+        stale_before=stale,
+    )
+    assert claim is MailClaim.CLAIMED
+    assert await store.settle_notification(key, MailState.SENT, claim_id="c1")
+    await store.claim_user_mail(
+        job.job_id, "dead", claim_id="c2", message_id="<m2@jobplane>", stale_before=stale
+    )
+
+    body = (await gateway.http.get(f"/v1/admin/jobs/{job.job_id}", headers=ADMIN)).json()
+
+    [alert] = body["notifications"]
+    assert (alert["recipient"], alert["kind"], alert["state"]) == (
+        "ops@example.com",
+        "dead",
+        "sent",
+    )
+    assert alert["sent_at"] and alert["claimed_at"]
+    assert body["user_mails"] == {"dead": "claimed"}
+    # The user-mail claim took the owed announcement (what the relay would re-publish).
+    assert body["announce_due_at"] is None
 
 
 async def test_apps_and_users_are_listed_without_keys(gateway: Gateway) -> None:

@@ -24,11 +24,11 @@ from jobplane_gateway.cursors import (
     parse_job_cursor,
 )
 from jobplane_gateway.schemas import (
+    AdminJobOut,
     AppList,
     AppOut,
     AppUpdate,
     JobList,
-    JobOut,
     JobSummary,
     Stats,
     UserList,
@@ -96,13 +96,14 @@ async def list_jobs(
 @router.get("/jobs/{job_id}", responses=errors(404, 422))
 async def get_any_job(
     job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)], store: StoreDep, _admin: AdminDep
-) -> JobOut:
+) -> AdminJobOut:
     """Any app's job with its whole timeline: every attempt with its times, error and
-    report, the result, the notifications."""
+    report, the result, the payload, the mails to the user and the alerts to the
+    administrators, the event it still owes."""
     job = await store.get_job(job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job '{job_id}'")
-    return JobOut.of(job)
+    return AdminJobOut.of_admin(job, await store.notifications_of(job_id))
 
 
 @router.get("/apps", responses=errors(422))
