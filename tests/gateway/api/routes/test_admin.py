@@ -104,6 +104,10 @@ async def test_bad_listing_parameters_are_422(gateway: Gateway) -> None:
         {"failure_kind": "boredom"},
         {"app_id": "Bad_Id"},
         {"created_from": "2026-01-01T00:00:00"},  # no time zone
+        {"created_from": "0001-01-01T00:00:00+14:00"},  # before year 1 in UTC
+        {"created_before": "9999-12-31T23:59:59-14:00"},  # after year 9999 in UTC
+        {"cursor": "WzFlMzAsICJ4Il0"},  # [1e30, "x"]
+        {"cursor": "WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAsICJ4Il0"},  # a date past year 9999
     ):
         response = await gateway.http.get("/v1/admin/jobs", params=params, headers=ADMIN)
         assert response.status_code == 422, params

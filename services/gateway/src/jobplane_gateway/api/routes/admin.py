@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -71,19 +71,13 @@ async def list_jobs(
 ) -> JobList:
     """Jobs of every app, newest first (by creation time), filtered by every parameter
     given. Page on with ``next_cursor`` until it is null."""
-    for name, moment in (("created_from", created_from), ("created_before", created_before)):
-        if moment is not None and moment.tzinfo is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail=f"{name} needs a time zone (for example 2026-01-01T00:00:00Z)",
-            )
     selection = JobSelection(
         app_id=app_id,
         status=job_status,
         job_type=job_type,
         failure_kind=failure_kind.value if failure_kind else None,
-        created_from=created_from,
-        created_before=created_before,
+        created_from=_utc("created_from", created_from),
+        created_before=_utc("created_before", created_before),
     )
     after = parse_job_cursor(cursor) if cursor is not None else None
     # One more than asked: whether there is a next page, without an empty last one.
@@ -91,6 +85,24 @@ async def list_jobs(
     page = jobs[:limit]
     next_cursor = job_cursor(page[-1].created_at, page[-1].job_id) if len(jobs) > limit else None
     return JobList(jobs=[JobSummary.of(job) for job in page], next_cursor=next_cursor)
+
+
+def _utc(name: str, moment: datetime | None) -> datetime | None:
+    """The moment in UTC; ``422`` without a zone, or outside what a date can hold in UTC
+    (``0001-01-01T00:00:00+14:00``)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"{name} needs a time zone (for example 2026-01-01T00:00:00Z)",
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{name} is out of range in UTC"
+        ) from exc
 
 
 @router.get("/jobs/{job_id}", responses=errors(404, 422))
