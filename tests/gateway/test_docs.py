@@ -89,12 +89,12 @@ async def test_each_route_names_the_errors_it_can_answer(offline_http: httpx.Asy
         responses = document["paths"][path][method]["responses"]
         return {int(c) for c in responses if int(c) >= 400}
 
-    assert codes("post", "/v1/jobs") == {401, 403, 409, 413, 415, 422, 503}
+    assert codes("post", "/v1/jobs") == {400, 401, 403, 409, 413, 415, 422, 503}
     assert codes("get", "/v1/jobs/{job_id}") == {401, 404, 422, 503}
-    assert codes("post", "/v1/jobs/{job_id}/result") == {401, 404, 409, 413, 415, 422, 503}
-    assert codes("put", "/v1/users/{user_id}") == {401, 415, 422, 503}
-    assert codes("post", "/v1/apps") == {401, 403, 409, 415, 422, 503}
-    assert codes("patch", "/v1/admin/apps/{app_id}") == {401, 403, 404, 415, 422, 503}
+    assert codes("post", "/v1/jobs/{job_id}/result") == {400, 401, 404, 409, 413, 415, 422, 503}
+    assert codes("put", "/v1/users/{user_id}") == {400, 401, 415, 422, 503}
+    assert codes("post", "/v1/apps") == {400, 401, 403, 409, 415, 422, 503}
+    assert codes("patch", "/v1/admin/apps/{app_id}") == {400, 401, 403, 404, 415, 422, 503}
     for path in ("/v1/admin/jobs", "/v1/admin/apps", "/v1/admin/stats"):
         assert {401, 403, 503} <= codes("get", path), path
 
@@ -180,6 +180,14 @@ async def test_a_body_not_declared_json_is_415_and_stores_nothing(gateway: Gatew
     assert await gateway.conns.store.get_user(app.app_id, "u2") is None
     stored = await gateway.conns.store.get_app(app.app_id)
     assert stored is not None and not stored.disabled
+    # Bytes that are not text at all, declared JSON: 400, as documented.
+    unreadable = await gateway.http.post(
+        "/v1/jobs",
+        content=b"\xff\xfe{",
+        headers={**app.headers, "Content-Type": "application/json"},
+    )
+    assert unreadable.status_code == 400
+    assert unreadable.json() == {"detail": "There was an error parsing the body"}
     # JSON with parameters, or a +json type, is JSON.
     for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
         headers = {**app.headers, "Content-Type": content_type}

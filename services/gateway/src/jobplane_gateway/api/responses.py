@@ -30,6 +30,11 @@ class ValidationErrorBody(BaseModel):
 
 
 _ERRORS: dict[int, tuple[str, Any]] = {
+    400: (
+        "The body cannot be read at all (bytes that are not UTF-8 text); JSON that does not "
+        "parse is a 422",
+        "There was an error parsing the body",
+    ),
     401: (
         "No key, or not a valid one (the answer carries `WWW-Authenticate: Bearer`)",
         "invalid API key",
@@ -67,7 +72,7 @@ _VALIDATION_EXAMPLE = {
 AUTH_ERRORS = (401, 503)
 ADMIN_ERRORS = (401, 403, 503)
 # Every route that reads a JSON body.
-BODY_ERRORS = (415, 422)
+BODY_ERRORS = (400, 415, 422)
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
