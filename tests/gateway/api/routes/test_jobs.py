@@ -282,3 +282,24 @@ async def test_concurrent_submits_with_one_idempotency_key_store_one_job(
     assert "idempotency_keys" not in await gateway.conns.store.db.list_collection_names()
     events = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, doc["_id"])
     assert len(events) == 1
+
+
+async def test_an_app_lists_its_own_jobs_only(gateway: Gateway) -> None:
+    app, other = await gateway.register_app(), await gateway.register_app()
+    mine = [await gateway.submitted_job(app) for _ in range(3)]
+    theirs = await gateway.submitted_job(other)
+    await gateway.conns.store.jobs.update_one({"_id": mine[0].job_id}, {"$set": {"status": "dead"}})
+
+    first = await gateway.http.get("/v1/jobs", params={"limit": 2}, headers=app.headers)
+    rest = await gateway.http.get(
+        "/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=app.headers
+    )
+    dead = await gateway.http.get("/v1/jobs", params={"status": "dead"}, headers=app.headers)
+    anonymous = await gateway.http.get("/v1/jobs")
+
+    listed = [j["job_id"] for j in first.json()["jobs"] + rest.json()["jobs"]]
+    assert listed == [j.job_id for j in reversed(mine)]
+    assert theirs.job_id not in listed
+    assert rest.json()["next_cursor"] is None
+    assert [j["job_id"] for j in dead.json()["jobs"]] == [mine[0].job_id]
+    assert anonymous.status_code == 401

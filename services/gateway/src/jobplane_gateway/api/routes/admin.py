@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from jobplane.events import FailureKind
 from jobplane.jobs import JobStatus
 from jobplane.logs import fields
-from jobplane.store import JobSelection
-from jobplane.validation import APP_ID_PATTERN, JOB_ID_PATTERN, JOB_TYPE_PATTERN
+from jobplane.validation import APP_ID_PATTERN, JOB_ID_PATTERN
 
 from jobplane_gateway.api.deps import JSON_BODY, AdminDep, StoreDep
+from jobplane_gateway.api.listing import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    Cursor,
+    JobFiltersDep,
+    Limit,
+    job_page,
+)
 from jobplane_gateway.api.responses import ADMIN_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.cursors import (
     id_cursor,
-    job_cursor,
     parse_id_cursor,
-    parse_job_cursor,
 )
 from jobplane_gateway.schemas import (
     AdminJobOut,
@@ -29,7 +32,6 @@ from jobplane_gateway.schemas import (
     AppOut,
     AppUpdate,
     JobList,
-    JobSummary,
     Stats,
     UserList,
     UserOut,
@@ -39,14 +41,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=errors(*ADMIN_ERRORS))
 
-MAX_PAGE = 200
-DEFAULT_PAGE = 50
-
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size, 1 to {MAX_PAGE}.")]
-Cursor = Annotated[
-    str | None,
-    Query(max_length=600, description="The `next_cursor` of the previous page (opaque)."),
-]
 AppIdPath = Annotated[str, Path(pattern=APP_ID_PATTERN)]
 
 
@@ -54,55 +48,14 @@ AppIdPath = Annotated[str, Path(pattern=APP_ID_PATTERN)]
 async def list_jobs(
     store: StoreDep,
     _admin: AdminDep,
+    filters: JobFiltersDep,
     app_id: Annotated[str | None, Query(pattern=APP_ID_PATTERN)] = None,
-    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
-    job_type: Annotated[str | None, Query(pattern=JOB_TYPE_PATTERN)] = None,
-    failure_kind: Annotated[
-        FailureKind | None, Query(description="The kind of the job's last failure.")
-    ] = None,
-    created_from: Annotated[
-        datetime | None, Query(description="Jobs created at or after (ISO 8601, with zone).")
-    ] = None,
-    created_before: Annotated[
-        datetime | None, Query(description="Jobs created before (ISO 8601, with zone).")
-    ] = None,
     limit: Limit = DEFAULT_PAGE,
     cursor: Cursor = None,
 ) -> JobList:
     """Jobs of every app, newest first (by creation time), filtered by every parameter
     given. Page on with ``next_cursor`` until it is null."""
-    selection = JobSelection(
-        app_id=app_id,
-        status=job_status,
-        job_type=job_type,
-        failure_kind=failure_kind.value if failure_kind else None,
-        created_from=_utc("created_from", created_from),
-        created_before=_utc("created_before", created_before),
-    )
-    after = parse_job_cursor(cursor) if cursor is not None else None
-    # One more than asked: whether there is a next page, without an empty last one.
-    jobs = await store.list_jobs(selection, after=after, limit=limit + 1)
-    page = jobs[:limit]
-    next_cursor = job_cursor(page[-1].created_at, page[-1].job_id) if len(jobs) > limit else None
-    return JobList(jobs=[JobSummary.of(job) for job in page], next_cursor=next_cursor)
-
-
-def _utc(name: str, moment: datetime | None) -> datetime | None:
-    """The moment in UTC; ``422`` without a zone, or outside what a date can hold in UTC
-    (``0001-01-01T00:00:00+14:00``)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"{name} needs a time zone (for example 2026-01-01T00:00:00Z)",
-        )
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{name} is out of range in UTC"
-        ) from exc
+    return await job_page(store, filters, app_id, limit, cursor)
 
 
 @router.get("/jobs/{job_id}", responses=errors(404, 422))

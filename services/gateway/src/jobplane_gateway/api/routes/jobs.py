@@ -22,10 +22,12 @@ from jobplane_gateway.api.deps import (
     StoreDep,
     TraceIdDep,
 )
+from jobplane_gateway.api.listing import DEFAULT_PAGE, Cursor, JobFiltersDep, Limit, job_page
 from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     JobAccepted,
+    JobList,
     JobOut,
     JobSubmit,
     check_size,
@@ -134,6 +136,19 @@ async def submit_job(
     status_url = f"{settings.public_url.rstrip('/')}/v1/jobs/{job.job_id}"
     response.headers["Location"] = status_url
     return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
+
+
+@router.get("", responses=errors(*AUTH_ERRORS, 422))
+async def list_own_jobs(
+    app: AppDep,
+    store: StoreDep,
+    filters: JobFiltersDep,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+) -> JobList:
+    """The calling app's jobs, newest first, filtered by every parameter given. Page on
+    with ``next_cursor`` until it is null."""
+    return await job_page(store, filters, app.app_id, limit, cursor)
 
 
 @router.get("/{job_id}", responses=errors(*AUTH_ERRORS, 404, 422))
