@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 # `uv` on PATH, else the one `make install` puts in the user site (`pip install --user uv`).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help install infra infra-down infra-status services up down status lint test bench
+.PHONY: help install infra infra-down infra-status services up down status lint test bench chaos
 
 help:
 	@echo "make up            start the whole platform locally: infrastructure, four services, demo app"
@@ -19,6 +19,7 @@ help:
 	@echo "make infra-down    stop them (data is kept in .local/)"
 	@echo "make infra-status  show what runs where"
 	@echo "make lint          ruff check, ruff format --check, mypy (strict)"
+	@echo "make chaos         the fault suite and the gateway fuzz alone (ARGS=\"-k kafka\" picks scenarios)"
 	@echo "make bench         Jobplane vs Celery + Redis, side by side (ARGS=\"--quick\" to try it)"
 
 install:
@@ -71,3 +72,9 @@ test: install lint
 # `make bench ARGS="--quick"` or `make bench ARGS="--jobs 500 --runs 5 --profile"`.
 bench: install
 	$(UV) run --group bench python -m bench $(ARGS)
+
+# The fault suite (services as processes; kill -9, Kafka/store/SMTP outages, a flapping backend)
+# and the gateway fuzz, alone: `make test` runs them too. Pick scenarios with ARGS, e.g.
+# `make chaos ARGS="-k kafka"`. It starts its own servers on its own ports (see tests/fault/).
+chaos: install
+	$(UV) run pytest tests/fault $(ARGS)

@@ -254,6 +254,26 @@ async def test_a_result_at_once_completes_the_job(
     assert "deadline_at" not in doc and "announce_due_at" in doc
 
 
+async def test_a_result_at_once_too_large_to_announce_fails_the_attempt_for_good(
+    settings: Settings, store: JobStore, kafka: Kafka, dispatcher: None
+) -> None:
+    big = "x" * (settings.max_result_bytes + 1)
+
+    async def answer(_: dict[str, Any]) -> Response:
+        return JSONResponse({"status": "succeeded", "result": big}, status_code=200)
+
+    async with stub_backend(answer) as stub:
+        await register_app(store, "app-big", stub.url)
+        await kafka.produce(kafka.topics.requested, job_requested("app-big", "job-big"))
+        (failed,) = await kafka.read(kafka.topics.failed, JobFailed, until=failed_of("job-big"))
+    assert failed.failure.kind is FailureKind.REJECTED
+    assert failed.failure.retryable is False
+    assert "MAX_RESULT_BYTES" in failed.failure.message
+    job = await store.get_job("job-big")
+    assert job is not None
+    assert job.status is not JobStatus.SUCCEEDED and job.result is None
+
+
 async def test_a_replay_of_a_finished_attempt_announces_nothing(
     settings: Settings, store: JobStore, kafka: Kafka, dispatcher: None
 ) -> None:

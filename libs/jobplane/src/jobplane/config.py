@@ -9,6 +9,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+KIB = 1024
+# Kafka's default largest message is 1 MB (``message.max.bytes`` = 1,048,588). An event
+# carries the payload (job.requested, job.failed) or the result (job.completed) plus an
+# envelope of a few KiB (ids, job type, a failure message of at most 10 KiB), so neither
+# limit may come near 1 MB.
+MAX_SIZE_LIMIT_BYTES = 900 * KIB
+
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -25,6 +32,11 @@ class CommonSettings(BaseSettings):
     # Finished jobs (succeeded or dead) are deleted this many days after they finished, by a
     # TTL index on `finished_at`; 0 keeps every job forever. Unfinished jobs never expire.
     job_retention_days: int = Field(default=0, ge=0)
+
+    # The largest result a backend may hand over, in bytes of its JSON text (UTF-8), by
+    # callback (413) or in its answer to the dispatch (the attempt fails, not retryable):
+    # a stored result must fit its job.completed event.
+    max_result_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
 
     log_level: str = "INFO"
     # An error logged again and again (an outage) is written once per cause per interval,

@@ -276,6 +276,7 @@ class Dispatcher:
 
     async def _record(self, event: JobRequested, claim: Claim, outcome: Outcome) -> None:
         """One guarded write under our claim's token, then what it owes is published."""
+        outcome = within_limits(outcome, self.settings.max_result_bytes)
         if isinstance(outcome, Accepted):
             if await self.store.mark_running(event.job_id, event.attempt, claim.token_hash):
                 log.info("attempt running", extra=fields(deadline=claim.deadline.isoformat()))
@@ -322,6 +323,26 @@ class Dispatcher:
             ),
         )
         await self.publisher.publish(self.topics.failed, failed_event(event, failure))
+
+
+def within_limits(outcome: Outcome, max_result_bytes: int) -> Outcome:
+    """A result too large to announce (job.completed must fit a Kafka message) fails the
+    attempt for good, as the gateway's 413 refuses it by callback."""
+    if not isinstance(outcome, CompletedAtOnce):
+        return outcome
+    size = len(outcome.result.encode())
+    if size <= max_result_bytes:
+        return outcome
+    return Failed(
+        Failure(
+            kind=FailureKind.REJECTED,
+            message=(
+                f"the backend's result is {size} bytes, over the limit of {max_result_bytes} "
+                "bytes (MAX_RESULT_BYTES)"
+            ),
+            retryable=False,
+        )
+    )
 
 
 def failed_event(event: JobRequested, failure: Failure) -> JobFailed:

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jobplane.config import CommonSettings
+from jobplane.config import KIB, MAX_SIZE_LIMIT_BYTES, CommonSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-
-KIB = 1024
-# Kafka's default largest message is 1 MB (``message.max.bytes`` = 1,048,588). An event
-# carries the payload (job.requested, job.failed) or the result (job.completed) plus an
-# envelope of a few KiB (ids, job type, a failure message of at most 10 KiB), so neither
-# limit may come near 1 MB.
-MAX_SIZE_LIMIT_BYTES = 900 * KIB
 
 
 class Settings(CommonSettings):
@@ -30,10 +23,9 @@ class Settings(CommonSettings):
     # stored before, owing its event: without the ack in time the answer is the same, and
     # the outbox relay announces the event later.
     publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    # The largest job payload and the largest result, in bytes of their JSON text (UTF-8).
-    # Bigger ones are refused with 413 before anything is stored.
+    # The largest job payload, in bytes of its JSON text (UTF-8); bigger ones are refused
+    # with 413 before anything is stored (the result's bound is common: MAX_RESULT_BYTES).
     max_payload_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
-    max_result_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
     # Outbox relay: every ``relay_interval_seconds`` it re-publishes up to ``relay_batch``
     # events owed for ``announce_grace_seconds`` (a write owes its event; the consumer that
     # acts on it clears the debt); a relayed event is owed again after a backoff that doubles
