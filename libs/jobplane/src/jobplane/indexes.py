@@ -69,7 +69,10 @@ class Query:
 
 
 _NOW = datetime(2026, 1, 1, tzinfo=UTC)
+_RECENT = datetime(2025, 12, 1, tzinfo=UTC)
 _OPEN = [s.value for s in OPEN_STATUSES]
+# Listings: newest first, the id breaking ties (what a cursor resumes from).
+_NEWEST_FIRST = (("created_at", -1), ("_id", -1))
 
 INDEXES: tuple[Index, ...] = (
     # An app's jobs, newest first (the status API and the admin views list them).
@@ -89,6 +92,15 @@ INDEXES: tuple[Index, ...] = (
     ),
     # Admin alerts and the mails about a job, looked up by job.
     Index(NOTIFICATIONS, (("job_id", 1),)),
+    # Job listings, newest first with the id as tie-break (the cursor): all jobs, an app's,
+    # those in a status (the dead letters), an app's in a status. They also count jobs by
+    # status for the admin stats. A job type or a failure kind narrows one of these.
+    Index(JOBS, (("created_at", 1), ("_id", 1))),
+    Index(JOBS, (("app_id", 1), ("created_at", 1), ("_id", 1))),
+    Index(JOBS, (("status", 1), ("created_at", 1), ("_id", 1))),
+    Index(JOBS, (("app_id", 1), ("status", 1), ("created_at", 1), ("_id", 1))),
+    # An app's users in id order (the admin listing).
+    Index(USERS, (("app_id", 1), ("user_id", 1))),
 )
 
 QUERIES: tuple[Query, ...] = (
@@ -188,6 +200,88 @@ QUERIES: tuple[Query, ...] = (
         {"app_id": "app-1", "idempotency_key": "key-1"},
         used_by="gateway's submit when the key was used before",
         example={"_id": "job-9", "app_id": "app-1", "idempotency_key": "key-1"},
+    ),
+    Query(
+        "job listing, newest first",
+        JOBS,
+        {"created_at": {"$gte": _RECENT, "$lt": _NOW}},
+        sort=_NEWEST_FIRST,
+        used_by="admin job listing (a time range, or none)",
+        example={"_id": "job-20", "app_id": "app-1", "status": "queued", "created_at": _RECENT},
+    ),
+    Query(
+        "job listing, the rest of the cursor's millisecond",
+        JOBS,
+        {"created_at": _RECENT, "_id": {"$lt": "job-zz"}},
+        sort=_NEWEST_FIRST,
+        used_by="admin job listing (a page after the first)",
+        example={"_id": "job-21", "app_id": "app-1", "status": "queued", "created_at": _RECENT},
+    ),
+    Query(
+        "job listing of an app",
+        JOBS,
+        {"app_id": "app-2", "created_at": {"$lt": _NOW}},
+        sort=_NEWEST_FIRST,
+        used_by="admin job listing by app",
+        example={"_id": "job-22", "app_id": "app-2", "status": "queued", "created_at": _RECENT},
+    ),
+    Query(
+        "job listing by status, type and failure kind",
+        JOBS,
+        {
+            "status": "dead",
+            "job_type": "thumbnail",
+            "last_failure.kind": "timeout",
+            "created_at": {"$lt": _NOW},
+        },
+        sort=_NEWEST_FIRST,
+        used_by="admin job listing (the dead letters)",
+        example={
+            "_id": "job-23",
+            "app_id": "app-1",
+            "status": "dead",
+            "job_type": "thumbnail",
+            "last_failure": {"kind": "timeout"},
+            "created_at": _RECENT,
+        },
+    ),
+    Query(
+        "job listing of an app by status",
+        JOBS,
+        {"app_id": "app-3", "status": "dead", "created_at": {"$lt": _NOW}},
+        sort=_NEWEST_FIRST,
+        used_by="admin job listing by app and status",
+        example={"_id": "job-24", "app_id": "app-3", "status": "dead", "created_at": _RECENT},
+    ),
+    Query(
+        "jobs in a status",
+        JOBS,
+        {"status": "retry_scheduled"},
+        used_by="admin stats (a count)",
+        example={"_id": "job-25", "status": "retry_scheduled", "created_at": _RECENT},
+    ),
+    Query(
+        "jobs of an app in a status",
+        JOBS,
+        {"app_id": "app-4", "status": "dead"},
+        used_by="admin stats by app (a count)",
+        example={"_id": "job-26", "app_id": "app-4", "status": "dead", "created_at": _RECENT},
+    ),
+    Query(
+        "apps in id order",
+        APPS,
+        {"_id": {"$gt": "zz"}},
+        sort=(("_id", 1),),
+        used_by="admin app listing",
+        example={"_id": "zzz-app"},
+    ),
+    Query(
+        "users of an app in id order",
+        USERS,
+        {"app_id": "app-5", "user_id": {"$gt": ""}},
+        sort=(("app_id", 1), ("user_id", 1)),
+        used_by="admin user listing",
+        example={"_id": "app-5:user-1", "app_id": "app-5", "user_id": "user-1"},
     ),
     Query("app by id", APPS, {"_id": "app-1"}, used_by="every service (cached)"),
     Query("user by id", USERS, {"_id": "app-1:user-1"}, used_by="gateway, notifier (cached)"),

@@ -66,6 +66,9 @@ class App:
     api_key_hash: str
     max_concurrency: int
     created_at: datetime
+    # A disabled app's new jobs are refused at the door; its stored jobs stay as they are.
+    disabled: bool = False
+    updated_at: datetime | None = None
 
     @classmethod
     def from_document(cls, doc: Document) -> App:
@@ -77,6 +80,8 @@ class App:
             api_key_hash=doc["api_key_hash"],
             max_concurrency=doc.get("max_concurrency", 16),
             created_at=doc["created_at"],
+            disabled=bool(doc.get("disabled", False)),
+            updated_at=doc.get("updated_at"),
         )
 
 
@@ -119,6 +124,85 @@ class NewJob:
         if self.idempotency_key is not None:
             doc["idempotency_key"] = self.idempotency_key
         return doc
+
+
+@dataclass(frozen=True, slots=True)
+class JobCursor:
+    """Where a listing of jobs stopped: the last job listed (newest first)."""
+
+    created_at: datetime
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSelection:
+    """Which jobs a listing shows; every field narrows it, None means any.
+    ``created_from`` is inclusive, ``created_before`` exclusive."""
+
+    app_id: str | None = None
+    status: JobStatus | None = None
+    job_type: str | None = None
+    failure_kind: str | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+
+    def covers(self, created_at: datetime) -> bool:
+        return (self.created_from is None or created_at >= self.created_from) and (
+            self.created_before is None or created_at < self.created_before
+        )
+
+    def filter(self, *, before: datetime | None = None) -> Document:
+        """The store filter; ``before`` narrows the time range further (exclusive)."""
+        query: Document = {}
+        for name, value in (
+            ("app_id", self.app_id),
+            ("status", self.status.value if self.status else None),
+            ("job_type", self.job_type),
+            ("last_failure.kind", self.failure_kind),
+        ):
+            if value is not None:
+                query[name] = value
+        created: Document = {}
+        if self.created_from is not None:
+            created["$gte"] = self.created_from
+        upper = [d for d in (self.created_before, before) if d is not None]
+        if upper:
+            created["$lt"] = min(upper)
+        if created:
+            query["created_at"] = created
+        return query
+
+
+# A job has one admin alert per recipient and outcome (at most ~50 contacts): a bound that a
+# listing never reaches, so that a broken writer cannot make a job's view unbounded.
+NOTIFICATIONS_SHOWN = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A mail of the ``notifications`` collection, as its claim protocol left it."""
+
+    key: str
+    recipient: str
+    kind: str
+    state: str
+    claimed_at: datetime | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Notification:
+        return cls(
+            key=str(doc["_id"]),
+            recipient=str(doc.get("recipient", "")),
+            kind=str(doc.get("kind", "")),
+            state=str(doc.get("state", "")),
+            claimed_at=doc.get("claimed_at"),
+            sent_at=doc.get("sent_at"),
+            failed_at=doc.get("failed_at"),
+            reason=doc.get("reason"),
+        )
 
 
 def connect(settings: CommonSettings) -> AsyncMongoClient[Document]:
@@ -201,6 +285,36 @@ class JobStore:
         doc = await self.apps.find_one({"_id": app_id})
         return App.from_document(doc) if doc else None
 
+    async def update_app(self, app_id: str, changes: Document) -> App | None:
+        """Set ``changes`` (fields of the app document) on the app; None if there is no such
+        app. This process sees the change at once; others within APP_CACHE_TTL_SECONDS."""
+        doc = await self.apps.find_one_and_update(
+            {"_id": app_id},
+            {"$set": {**changes, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        self._app_cache.invalidate(app_id)
+        return App.from_document(doc) if doc else None
+
+    async def list_apps(self, *, after: str | None, limit: int) -> list[App]:
+        """Apps in the order of their ids, from the one after ``after``."""
+        cursor = self.apps.find({"_id": {"$gt": after or ""}}, sort=[("_id", 1)], limit=limit)
+        return [App.from_document(doc) async for doc in cursor]
+
+    async def list_users(self, app_id: str, *, after: str | None, limit: int) -> list[User]:
+        """An app's users in the order of their ids, from the one after ``after``."""
+        cursor = self.users.find(
+            {"app_id": app_id, "user_id": {"$gt": after or ""}},
+            sort=[("app_id", 1), ("user_id", 1)],
+            limit=limit,
+        )
+        return [
+            User(
+                app_id=app_id, user_id=doc["user_id"], email=doc["email"], language=doc["language"]
+            )
+            async for doc in cursor
+        ]
+
     async def cached_app(self, app_id: str) -> App | None:
         """The app, possibly as it was up to APP_CACHE_TTL_SECONDS ago."""
         return await self._app_cache.get(app_id, lambda: self.get_app(app_id))
@@ -260,6 +374,46 @@ class JobStore:
         """A job only if it belongs to the app: one app never sees another app's jobs."""
         doc = await self.jobs.find_one({"_id": job_id, "app_id": app_id})
         return Job.from_document(doc) if doc else None
+
+    async def list_jobs(
+        self, selection: JobSelection, *, after: JobCursor | None, limit: int
+    ) -> list[Job]:
+        """Jobs matching ``selection``, newest first (``created_at``, then ``_id``,
+        descending), from the one after ``after``. Without their payloads and results: a
+        listing never shows them, and they may be large.
+
+        Two range queries rather than one ``$or`` (which some servers answer by a scan): the
+        rest of ``after``'s millisecond, then everything older."""
+        found: list[Job] = []
+        if after is not None and selection.covers(after.created_at):
+            found += await self._find_listed(
+                {
+                    **selection.filter(),
+                    "created_at": after.created_at,
+                    "_id": {"$lt": after.job_id},
+                },
+                limit,
+            )
+        if len(found) < limit:
+            older = selection.filter(before=after.created_at if after else None)
+            found += await self._find_listed(older, limit - len(found))
+        return found
+
+    async def _find_listed(self, query: Document, limit: int) -> list[Job]:
+        cursor = self.jobs.find(
+            query,
+            projection={"payload": False, "result": False},
+            sort=[("created_at", -1), ("_id", -1)],
+            limit=limit,
+        )
+        return [Job.from_document({**doc, "payload": ""}) async for doc in cursor]
+
+    async def count_jobs(self, status: JobStatus, app_id: str | None = None) -> int:
+        """How many jobs (of the app) have ``status``: counted through an index."""
+        query: Document = {"status": status.value}
+        if app_id is not None:
+            query = {"app_id": app_id, **query}
+        return await self.jobs.count_documents(query)
 
     # -- guarded state changes ----------------------------------------------------------
 
@@ -633,6 +787,11 @@ class JobStore:
             {"_id": key, "claim_id": claim_id}, {"$set": changes}
         )
         return result.modified_count == 1
+
+    async def notifications_of(self, job_id: str) -> list[Notification]:
+        """The mails of the ``notifications`` collection about a job (admin alerts)."""
+        cursor = self.notifications.find({"job_id": job_id}, limit=NOTIFICATIONS_SHOWN)
+        return [Notification.from_document(doc) async for doc in cursor]
 
     async def release_notification(self, key: str, *, claim_id: str) -> None:
         await self.notifications.delete_one(

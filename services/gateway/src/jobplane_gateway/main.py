@@ -16,7 +16,7 @@ from jobplane import service
 from jobplane.connections import Connections, connect
 from jobplane.logs import fields
 
-from jobplane_gateway import errors, relay
+from jobplane_gateway import backend_contract, docs, errors, relay
 from jobplane_gateway.api.main import api_router
 from jobplane_gateway.bodylimit import BodySizeLimit
 from jobplane_gateway.config import Settings
@@ -35,6 +35,19 @@ def max_raw_body_bytes(settings: Settings) -> int:
     return RAW_BODY_FACTOR * largest + RAW_BODY_SLACK_BYTES
 
 
+def describe_limits(settings: Settings) -> str:
+    """The limits of this gateway, for the OpenAPI document (they are settings)."""
+    return (
+        "Limits of this gateway: a job's payload at most "
+        f"{settings.max_payload_bytes} bytes of JSON text (`MAX_PAYLOAD_BYTES`), a result at "
+        f"most {settings.max_result_bytes} bytes (`MAX_RESULT_BYTES`), a request body at most "
+        f"{max_raw_body_bytes(settings)} bytes; over them, `413`. Timeouts are whole seconds "
+        "from 1 to 86400. A `503` carries `Retry-After` "
+        f"({settings.retry_after_seconds} s). The platform's call to an app's backend is "
+        "described under *webhooks* (`job-dispatch`)."
+    )
+
+
 def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     """The ASGI app. With ``conns`` it uses them as they are (the caller owns them and runs
     the relay, see `serve`); without, its lifespan opens its own and runs the relay."""
@@ -51,8 +64,12 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     app = FastAPI(
         title="Jobplane gateway",
         summary="Submit long-running jobs, follow them, and report their results.",
+        description=describe_limits(settings),
         version="1.0",
         lifespan=lifespan,
+        # Served by jobplane_gateway.docs from local assets (FastAPI's own use a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     if conns is not None:
@@ -61,6 +78,8 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=max_raw_body_bytes(settings))
     app.add_middleware(TraceMiddleware)
     app.include_router(api_router)
+    docs.install(app)
+    backend_contract.install(app)
     return app
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import HTTPException, status
 from jobplane.events import Failure
 from jobplane.jobs import Attempt, Job, JobStatus, Report
+from jobplane.store import App, Notification
 from jobplane.validation import (
     APP_ID_PATTERN,
     JOB_TYPE_PATTERN,
@@ -103,6 +104,20 @@ class _Body(BaseModel):
 
 
 class AppCreate(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "app_id": "photos",
+                    "backend_url": "https://photos.example/jobplane/jobs",
+                    "default_timeout_seconds": 600,
+                    "admin_emails": ["ops@photos.example"],
+                    "max_concurrency": 16,
+                }
+            ]
+        }
+    )
+
     app_id: AppId
     backend_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
     default_timeout_seconds: Timeout = 3600
@@ -115,10 +130,69 @@ class AppCreated(BaseModel):
     api_key: str = Field(description="Shown once: only its hash is stored.")
 
 
+class AppUpdate(_Body):
+    """The fields to change; those left out stay as they are."""
+
+    backend_url: Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)] | None = None
+    default_timeout_seconds: Timeout | None = None
+    admin_emails: list[Email] | None = Field(default=None, max_length=MAX_ADMIN_EMAILS)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    disabled: bool | None = Field(
+        default=None,
+        description=(
+            "A disabled app's new jobs are refused (403); its stored jobs are kept. "
+            "Other gateways see the change within 10 seconds (their app cache)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AppUpdate:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: send at least one field")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f'"{name}" cannot be null: leave it out to keep it')
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The app document's fields to set."""
+        changes = self.model_dump(exclude_unset=True)
+        if self.backend_url is not None:
+            changes["backend_url"] = str(self.backend_url)
+        return changes
+
+
+class AppOut(BaseModel):
+    """An app as the administrators see it (never its key, nor the key's hash)."""
+
+    app_id: str
+    backend_url: str
+    default_timeout_seconds: int
+    admin_emails: list[str]
+    max_concurrency: int
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, app: App) -> AppOut:
+        # Only the fields above are read from the app: never its key hash.
+        return cls.model_validate(app, from_attributes=True)
+
+
+class AppList(BaseModel):
+    apps: list[AppOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
 # -- users ------------------------------------------------------------------------------
 
 
 class UserIn(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "hanako@example.com", "language": "ja"}]}
+    )
+
     email: Email
     language: Literal["en", "ja"] = "en"
 
@@ -129,14 +203,40 @@ class UserOut(BaseModel):
     language: str
 
 
+class UserList(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
 # -- jobs -------------------------------------------------------------------------------
 
 
 class JobSubmit(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "hanako",
+                    "job_type": "thumbnail",
+                    "payload": {"photo": "uploads/p1.jpg", "sizes": [64, 256]},
+                    "timeout_seconds": 300,
+                }
+            ]
+        }
+    )
+
     user_id: UserId
     job_type: JobType
-    payload: JsonObject
-    timeout_seconds: Timeout | None = None
+    payload: JsonObject = Field(
+        description=(
+            "Any JSON object; its JSON text may be at most MAX_PAYLOAD_BYTES (UTF-8 bytes; "
+            "this gateway's value is in the API description), else 413."
+        )
+    )
+    timeout_seconds: Timeout | None = Field(
+        default=None,
+        description="How long one attempt may take; the app's default when left out.",
+    )
 
     def payload_text(self) -> str:
         return json_text(self.payload)
@@ -208,42 +308,134 @@ class NotifiedOut(BaseModel):
     admins_at: datetime | None
 
 
-class JobOut(BaseModel):
+_ATTEMPT_DOC = "The latest attempt begun: the last of `attempts` (0 before the first dispatch)."
+_NEXT_ATTEMPT_DOC = (
+    "The attempt that waits for its dispatch while the job is `queued` or `retry_scheduled` "
+    "(at `next_attempt_at` for a retry); null otherwise."
+)
+WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED)
+
+
+def attempt_numbers(job: Job) -> tuple[int, int | None]:
+    """``(attempt, next_attempt)`` as the API shows them: the stored ``attempt`` is the
+    current or the next due one; the API separates the two."""
+    latest = max((a.number for a in job.attempts), default=0)
+    return latest, job.attempt if job.status in WAITING_STATUSES else None
+
+
+class JobSummary(BaseModel):
+    """A job in a listing (without its payload and result)."""
+
     job_id: str
     app_id: str
     user_id: str
     job_type: str
     status: JobStatus
-    attempt: int
-    attempts: list[AttemptOut]
-    result: Any
+    attempt: int = Field(description=_ATTEMPT_DOC)
+    next_attempt: int | None = Field(description=_NEXT_ATTEMPT_DOC)
     last_error: ErrorOut | None
-    notified: NotifiedOut
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls(**_summary_fields(job))
+
+
+def _summary_fields(job: Job) -> dict[str, Any]:
+    attempt, next_attempt = attempt_numbers(job)
+    return {
+        "job_id": job.job_id,
+        "app_id": job.app_id,
+        "user_id": job.user_id,
+        "job_type": job.job_type,
+        "status": job.status,
+        "attempt": attempt,
+        "next_attempt": next_attempt,
+        "last_error": ErrorOut.of(job.last_failure),
+        "next_attempt_at": job.next_attempt_at,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+class Stats(BaseModel):
+    """How many jobs are in each status, in all and per app."""
+
+    total: int
+    by_status: dict[JobStatus, int]
+    by_app: dict[str, dict[JobStatus, int]]
+
+
+class JobOut(JobSummary):
+    """A job with its whole timeline: every attempt, the result, the notifications."""
+
+    attempts: list[AttemptOut]
+    result: Any
+    notified: NotifiedOut
+
+    @classmethod
     def of(cls, job: Job) -> JobOut:
         return cls(
-            job_id=job.job_id,
-            app_id=job.app_id,
-            user_id=job.user_id,
-            job_type=job.job_type,
-            status=job.status,
-            attempt=job.attempt,
+            **_summary_fields(job),
             attempts=[AttemptOut.of(a) for a in job.attempts],
             result=json.loads(job.result) if job.result is not None else None,
-            last_error=ErrorOut.of(job.last_failure),
             notified=NotifiedOut(
                 user=job.user_notified,
                 user_at=job.notified_user_at,
                 admins=job.notified_admins_at is not None,
                 admins_at=job.notified_admins_at,
             ),
-            next_attempt_at=job.next_attempt_at,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
+        )
+
+
+class NotificationOut(BaseModel):
+    """A mail about the job other than the user's (an administrators' alert)."""
+
+    recipient: str
+    kind: str
+    state: str = Field(description='"claimed" (being sent), "sent" or "failed".')
+    claimed_at: datetime | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, notification: Notification) -> NotificationOut:
+        return cls.model_validate(notification, from_attributes=True)
+
+
+class AdminJobOut(JobOut):
+    """A job as the administrators see it: also its payload, the user's mails, the alerts
+    sent about it and the event it still owes (the outbox)."""
+
+    payload: Any
+    trace_id: str
+    idempotency_key: str | None
+    user_mails: dict[str, str] = Field(description='Per outcome: "claimed" or "sent".')
+    notifications: list[NotificationOut]
+    announce_due_at: datetime | None = Field(
+        description="Set while an event about the job is owed; the relay re-publishes it then."
+    )
+    announce_relays: int
+
+    @classmethod
+    def of_admin(cls, job: Job, notifications: list[Notification]) -> AdminJobOut:
+        return cls(
+            **JobOut.of(job).model_dump(),
+            payload=json.loads(job.payload),
+            trace_id=job.trace_id,
+            idempotency_key=job.idempotency_key,
+            user_mails=job.mail_states,
+            notifications=[NotificationOut.of(n) for n in notifications],
+            announce_due_at=job.announce_due_at,
+            announce_relays=job.announce_relays,
         )
 
 
@@ -256,11 +448,31 @@ class ReportedError(_Body):
 
 
 class ResultIn(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"attempt": 1, "status": "succeeded", "result": {"thumbnail": "t/p1.png"}},
+                {
+                    "attempt": 2,
+                    "status": "failed",
+                    "error": {"message": "the photo is not an image", "retryable": False},
+                },
+            ]
+        }
+    )
+
     # Attempts are few (1 + the retries): the bound only keeps the number a small int.
     attempt: int = Field(ge=1, le=1000)
     status: Literal["succeeded", "failed"]
-    result: JsonValue = None
-    error: ReportedError | None = None
+    result: JsonValue = Field(
+        default=None,
+        description=(
+            'With "succeeded": any JSON value, at most MAX_RESULT_BYTES of JSON text, else 413.'
+        ),
+    )
+    error: ReportedError | None = Field(
+        default=None, description='Required with "failed"; not allowed with "succeeded".'
+    )
 
     @model_validator(mode="after")
     def _failure_says_what(self) -> ResultIn:

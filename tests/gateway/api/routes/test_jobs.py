@@ -158,7 +158,9 @@ async def test_status_of_a_new_job(gateway: Gateway) -> None:
         "user_id": job.user_id,
         "job_type": "thumbnail",
         "status": "queued",
-        "attempt": 1,
+        # No attempt has begun; the first one waits for its dispatch.
+        "attempt": 0,
+        "next_attempt": 1,
         "attempts": [],
         "result": None,
         "last_error": None,
@@ -183,6 +185,12 @@ async def test_status_shows_attempts_errors_and_notifications(gateway: Gateway) 
     )
     due = utcnow() + timedelta(minutes=5)
     assert await store.schedule_retry(job.job_id, 1, failure, due) is not None
+    waiting = (await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)).json()
+    # The status's attempt is the last one in attempts[]; the retry is next_attempt.
+    assert waiting["status"] == "retry_scheduled"
+    assert [a["attempt"] for a in waiting["attempts"]] == [1]
+    assert (waiting["attempt"], waiting["next_attempt"]) == (1, 2)
+    assert waiting["next_attempt_at"]
     await gateway.dispatch(job.job_id, 2)
     assert await store.complete(job.job_id, 2, json.dumps({"thumb": "t.jpg"})) is not None
     await store.jobs.update_one({"_id": job.job_id}, {"$set": {"notified_user_at": utcnow()}})
@@ -190,7 +198,7 @@ async def test_status_shows_attempts_errors_and_notifications(gateway: Gateway) 
     body = (await gateway.http.get(f"/v1/jobs/{job.job_id}", headers=app.headers)).json()
 
     assert body["status"] == "succeeded"
-    assert body["attempt"] == 2
+    assert (body["attempt"], body["next_attempt"]) == (2, None)
     assert body["result"] == {"thumb": "t.jpg"}
     error = {"kind": "http_status", "message": "backend answered 503", "retryable": True}
     assert body["last_error"] == {**error, "http_status": 503}
@@ -274,3 +282,24 @@ async def test_concurrent_submits_with_one_idempotency_key_store_one_job(
     assert "idempotency_keys" not in await gateway.conns.store.db.list_collection_names()
     events = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, doc["_id"])
     assert len(events) == 1
+
+
+async def test_an_app_lists_its_own_jobs_only(gateway: Gateway) -> None:
+    app, other = await gateway.register_app(), await gateway.register_app()
+    mine = [await gateway.submitted_job(app) for _ in range(3)]
+    theirs = await gateway.submitted_job(other)
+    await gateway.conns.store.jobs.update_one({"_id": mine[0].job_id}, {"$set": {"status": "dead"}})
+
+    first = await gateway.http.get("/v1/jobs", params={"limit": 2}, headers=app.headers)
+    rest = await gateway.http.get(
+        "/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=app.headers
+    )
+    dead = await gateway.http.get("/v1/jobs", params={"status": "dead"}, headers=app.headers)
+    anonymous = await gateway.http.get("/v1/jobs")
+
+    listed = [j["job_id"] for j in first.json()["jobs"] + rest.json()["jobs"]]
+    assert listed == [j.job_id for j in reversed(mine)]
+    assert theirs.job_id not in listed
+    assert rest.json()["next_cursor"] is None
+    assert [j["job_id"] for j in dead.json()["jobs"]] == [mine[0].job_id]
+    assert anonymous.status_code == 401

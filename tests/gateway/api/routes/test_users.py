@@ -57,3 +57,16 @@ async def test_user_registration_needs_an_app_key(gateway: Gateway) -> None:
         assert response.status_code == 401, headers
         assert isinstance(response.json()["detail"], str)
     assert await gateway.conns.store.get_user(app.app_id, "dave") is None
+
+
+async def test_an_app_reads_its_own_users_only(gateway: Gateway) -> None:
+    app, other = await gateway.register_app(), await gateway.register_app()
+    user_id = await gateway.register_user(app)
+
+    mine = await gateway.http.get(f"/v1/users/{user_id}", headers=app.headers)
+    theirs = await gateway.http.get(f"/v1/users/{user_id}", headers=other.headers)
+
+    assert mine.status_code == 200
+    assert mine.json() == {"user_id": user_id, "email": f"{user_id}@example.com", "language": "en"}
+    assert theirs.status_code == 404
+    assert theirs.json() == {"detail": f"no user '{user_id}'"}

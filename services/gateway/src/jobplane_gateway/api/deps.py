@@ -80,6 +80,15 @@ async def get_current_app(store: StoreDep, credentials: Credentials) -> App:
     return app
 
 
+async def get_app_or_admin(
+    store: StoreDep, settings: SettingsDep, credentials: Credentials
+) -> App | None:
+    """The calling app, or None for the administrators (the admin key)."""
+    if credentials is not None and is_admin_key(credentials.credentials, settings.admin_api_key):
+        return None
+    return await get_current_app(store, credentials)
+
+
 async def require_admin(settings: SettingsDep, credentials: Credentials) -> None:
     if credentials is None:
         raise _unauthorized("missing admin API key: send 'Authorization: Bearer <admin key>'")
@@ -95,6 +104,28 @@ async def get_callback_token(
     return credentials.credentials
 
 
+NOT_JSON = "the request body must be JSON: send it with 'Content-Type: application/json'"
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """``application/json`` or ``application/<something>+json``, any parameters."""
+    media_type = (value or "").split(";", 1)[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+async def require_json_body(request: Request) -> None:
+    """``415`` for a body not declared JSON (another media type, or none). Without this
+    FastAPI validates such a body as bytes and answers 422 "Input should be a valid
+    dictionary", which hides the client's real mistake."""
+    if not is_json_content_type(request.headers.get("content-type")):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=NOT_JSON)
+
+
+# On every route that reads a JSON body (``dependencies=[JSON_BODY]``).
+JSON_BODY = Depends(require_json_body)
+
+
 async def get_trace_id(request: Request) -> str:
     trace_id: str = request.state.trace_id
     return trace_id
@@ -102,5 +133,7 @@ async def get_trace_id(request: Request) -> str:
 
 AppDep = Annotated[App, Depends(get_current_app)]
 AdminDep = Annotated[None, Depends(require_admin)]
+# None: the administrators.
+AppOrAdminDep = Annotated[App | None, Depends(get_app_or_admin)]
 CallbackTokenDep = Annotated[str, Depends(get_callback_token)]
 TraceIdDep = Annotated[str, Depends(get_trace_id)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from jobplane_gateway.api.routes import apps, health, jobs, results, users
+from jobplane_gateway.api.routes import admin, apps, health, jobs, results, users
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,3 +10,4 @@ api_router.include_router(apps.router)
 api_router.include_router(users.router)
 api_router.include_router(jobs.router)
 api_router.include_router(results.router)
+api_router.include_router(admin.router)

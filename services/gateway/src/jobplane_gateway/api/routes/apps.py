@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, status
 from jobplane.logs import fields
 from jobplane.store import AlreadyExistsError
 
-from jobplane_gateway.api.deps import AdminDep, StoreDep
+from jobplane_gateway.api.deps import JSON_BODY, AdminDep, StoreDep
+from jobplane_gateway.api.responses import ADMIN_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.schemas import AppCreate, AppCreated
 from jobplane_gateway.security import hash_secret, new_api_key
 
@@ -17,7 +18,12 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/apps", tags=["apps"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*ADMIN_ERRORS, 409, *BODY_ERRORS),
+    dependencies=[JSON_BODY],
+)
 async def register_app(body: AppCreate, store: StoreDep, _admin: AdminDep) -> AppCreated:
     """Register an app; its API key is in this answer only (the store keeps a hash)."""
     api_key = new_api_key(body.app_id)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from jobplane.logs import fields
 
 from jobplane_gateway.api.deps import ConnsDep
+from jobplane_gateway.api.responses import errors
 from jobplane_gateway.schemas import Health
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 async def readyz(conns: ConnsDep) -> Health:
     """Readiness: the job store answers."""
     try:

@@ -13,10 +13,21 @@ from jobplane.logs import bind, fields
 from jobplane.store import NewJob, utcnow
 from jobplane.validation import JOB_ID_PATTERN
 
-from jobplane_gateway.api.deps import AppDep, BusDep, SettingsDep, StoreDep, TraceIdDep
+from jobplane_gateway.api.deps import (
+    JSON_BODY,
+    AppDep,
+    AppOrAdminDep,
+    BusDep,
+    SettingsDep,
+    StoreDep,
+    TraceIdDep,
+)
+from jobplane_gateway.api.listing import DEFAULT_PAGE, Cursor, JobFiltersDep, Limit, job_page
+from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     JobAccepted,
+    JobList,
     JobOut,
     JobSubmit,
     check_size,
@@ -47,11 +58,8 @@ def new_job_id() -> str:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        409: {"description": "The Idempotency-Key was used for another request"},
-        413: {"description": "The payload is over MAX_PAYLOAD_BYTES"},
-        503: {"description": "The job store is unavailable: nothing was stored, retry"},
-    },
+    responses=errors(*AUTH_ERRORS, 403, 409, 413, *BODY_ERRORS),
+    dependencies=[JSON_BODY],
 )
 async def submit_job(
     body: JobSubmit,
@@ -72,8 +80,17 @@ async def submit_job(
     because the job is durable and the outbox relay publishes its event shortly; answering
     an error would make a client without Idempotency-Key submit a second job. ``503`` means
     nothing was stored (the job store was unavailable): retry. A retried request with the
-    same Idempotency-Key returns the same job; with another body it is a ``409``.
+    same Idempotency-Key returns the same job; with another body it is a ``409``. A
+    disabled app's jobs are refused with ``403``.
     """
+    if app.disabled:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=(
+                f"app '{app.app_id}' is disabled: it cannot submit jobs until an "
+                "administrator enables it again"
+            ),
+        )
     payload = body.payload_text()
     check_size(payload, "payload", settings.max_payload_bytes, "MAX_PAYLOAD_BYTES")
     if await store.cached_user(app.app_id, body.user_id) is None:
@@ -121,11 +138,27 @@ async def submit_job(
     return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
 
 
-@router.get("/{job_id}")
-async def get_job(job_id: JobIdPath, app: AppDep, store: StoreDep) -> JobOut:
+@router.get("", responses=errors(*AUTH_ERRORS, 422))
+async def list_own_jobs(
+    app: AppDep,
+    store: StoreDep,
+    filters: JobFiltersDep,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+) -> JobList:
+    """The calling app's jobs, newest first, filtered by every parameter given. Page on
+    with ``next_cursor`` until it is null."""
+    return await job_page(store, filters, app.app_id, limit, cursor)
+
+
+@router.get("/{job_id}", responses=errors(*AUTH_ERRORS, 404, 422))
+async def get_job(job_id: JobIdPath, caller: AppOrAdminDep, store: StoreDep) -> JobOut:
     """The job's status, attempts (with each attempt's report), result and whether the
-    user has been notified (the calling app's jobs only)."""
-    job = await store.get_job_of_app(app.app_id, job_id)
+    user has been notified: the calling app's jobs, or any job with the admin key."""
+    if caller is None:
+        job = await store.get_job(job_id)
+    else:
+        job = await store.get_job_of_app(caller.app_id, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job '{job_id}'")
     return JobOut.of(job)

@@ -19,7 +19,8 @@ from jobplane.logs import bind, fields
 from jobplane.security import hash_secret, secret_matches
 from jobplane.store import JobStore
 
-from jobplane_gateway.api.deps import BusDep, CallbackTokenDep, SettingsDep, StoreDep
+from jobplane_gateway.api.deps import JSON_BODY, BusDep, CallbackTokenDep, SettingsDep, StoreDep
+from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
 from jobplane_gateway.api.routes.jobs import JobIdPath
 from jobplane_gateway.schemas import ResultIn, ResultRecorded, check_size
 
@@ -30,13 +31,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
 @router.post(
     "/{job_id}/result",
-    responses={
-        401: {"description": "The token is not the attempt's callback token"},
-        404: {"description": "No such job"},
-        409: {"description": "Another outcome of this attempt is recorded already"},
-        413: {"description": "The result is over MAX_RESULT_BYTES"},
-        503: {"description": "The job store is unavailable: nothing was recorded, retry"},
-    },
+    # 401: the token is not the attempt's; 409: another outcome is recorded already.
+    responses=errors(*AUTH_ERRORS, 404, 409, 413, *BODY_ERRORS),
+    dependencies=[JSON_BODY],
 )
 async def report_result(
     job_id: JobIdPath,
