@@ -54,6 +54,13 @@ MAX_BATCH = 500
 # Back-off after a failed transaction: doubles from the first to the last value.
 PUBLISH_BACKOFF_S = (0.2, 10.0)
 MAX_FETCH = 500
+# How long a revocation waits for the transaction under way. Not longer: that transaction
+# may itself wait for the rebalance to finish (its offsets belong to the group's generation),
+# and the rebalance waits for this callback — after a Kafka outage the two held each other
+# for minutes. Past the bound the partitions are dropped anyway: the transaction commits
+# (its retries are requested) or aborts (the next owner requests them); a retry requested
+# twice is one duplicate job.requested, which the dispatcher's claim turns into a no-op.
+REVOKE_WAIT_S = 5.0
 
 
 @dataclass
@@ -336,8 +343,19 @@ class TierLoop:
         assert self._loop is not None
 
         async def revoke() -> None:
-            async with self._transaction:
+            try:
+                await asyncio.wait_for(self._transaction.acquire(), REVOKE_WAIT_S)
+            except TimeoutError:
+                log.warning(
+                    "partitions revoked during a transaction; not waiting for it",
+                    extra=fields(partitions=[str(tp) for tp in partitions]),
+                )
                 self._forget(partitions)
+                return
+            try:
+                self._forget(partitions)
+            finally:
+                self._transaction.release()
 
         asyncio.run_coroutine_threadsafe(revoke(), self._loop).result()
 
