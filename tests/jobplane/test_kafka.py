@@ -220,6 +220,8 @@ async def test_one_keys_events_are_handled_in_order_others_concurrently(
         (ServerSelectionTimeoutError("x"), True),
         (TimeoutError(), True),
         (ConnectionRefusedError(), True),
+        (OSError(113, "No route to host"), True),
+        (FileNotFoundError("templates/x.txt"), False),
         (ValueError("Header values may not contain linefeed"), False),
         (KeyError("bug"), False),
     ],

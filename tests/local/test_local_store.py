@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from jobplane_local.store import (
     replica_set_primary,
     store_binary,
 )
+from jobplane_local.testing import infra_from_env
 from pymongo import MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -93,15 +97,41 @@ def test_start_reuse_status_stop(store_config: LocalConfig) -> None:
         client.close()
 
 
+def test_acknowledged_writes_survive_a_killed_server(store_config: LocalConfig) -> None:
+    store = Store(store_config)
+    pid = store.start(_quiet)
+    client: MongoClient[dict[str, Any]] = MongoClient(store_config.mongodb_uri)
+    try:
+        for i in range(0, 1000, 100):
+            client["t"]["jobs"].insert_many([{"_id": n} for n in range(i, i + 100)])
+        client["t"]["jobs"].update_one({"_id": 7}, {"$set": {"status": "succeeded"}})
+    finally:
+        client.close()
+    os.kill(pid, signal.SIGKILL)  # no shutdown, no checkpoint
+    store.stop(_quiet)  # collects the killed process and its pid file
+
+    store.start(_quiet)
+    client = MongoClient(store_config.mongodb_uri)
+    try:
+        assert client["t"]["jobs"].count_documents({}) == 1000
+        assert client["t"]["jobs"].find_one({"_id": 7}) == {"_id": 7, "status": "succeeded"}
+    finally:
+        client.close()
+
+
 def test_command_line(store_config: LocalConfig) -> None:
     argv = Store(store_config).command()
     assert argv[0] == str(store_binary(store_config.cache_dir))
-    flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+    with_values = [arg for arg in argv[1:] if arg != "--sync-on-commit"]
+    flags = dict(zip(with_values[::2], with_values[1::2], strict=True))
     assert flags["--port"] == str(store_config.store_port)
     assert flags["--storage-path"] == str(store_config.local_dir / "store" / "data")
     assert flags["--cache-size"] == "512M"
     assert flags["--config"] == str(store_config.local_dir / "store" / "secantusd.toml")
     assert "--standalone" not in argv  # the replica set is what transactions need
+    assert "--sync-on-commit" in argv  # acknowledged writes survive a killed server
+    faster = Store(replace(store_config, store_sync_on_commit=False)).command()
+    assert "--sync-on-commit" not in faster
 
 
 def test_build_command_is_pinned(tmp_path: Path) -> None:
@@ -145,6 +175,13 @@ def test_cache_dir_follows_xdg_cache_home(
     assert LocalConfig.from_env().cache_dir == tmp_path / "jobplane"
     monkeypatch.setenv("JOBPLANE_STORE_PORT", "27123")
     assert LocalConfig.from_env().mongodb_uri == "mongodb://127.0.0.1:27123/"
+    assert LocalConfig.from_env().store_sync_on_commit
+    monkeypatch.setenv("JOBPLANE_STORE_SYNC_ON_COMMIT", "off")
+    assert not LocalConfig.from_env().store_sync_on_commit
+    monkeypatch.setenv("JOBPLANE_STORE_SYNC_ON_COMMIT", "maybe")
+    with pytest.raises(ValueError, match="JOBPLANE_STORE_SYNC_ON_COMMIT"):
+        LocalConfig.from_env()
+    monkeypatch.delenv("JOBPLANE_STORE_SYNC_ON_COMMIT")
     assert not replica_set_primary("mongodb://127.0.0.1:1/")
     assert cli.main(["install", "ferretdb"]) == 1
     assert "unknown service" in capsys.readouterr().err
@@ -227,3 +264,13 @@ def test_a_failed_build_says_why_and_installs_nothing(
     with pytest.raises(LocalInfraError, match=r"(?s)cargo exit 101.*failed to run custom build"):
         install_store(cache, _quiet)
     assert installed_version(store_binary(cache)) is None
+
+
+def test_the_tests_ask_for_the_store_to_be_built_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # whatever happens, no build
+    with pytest.raises(LocalInfraError, match="jobplane-local install store"):
+        infra_from_env()

@@ -71,6 +71,7 @@ async def test_sigterm_commits_what_is_done_and_exits_zero_in_time(
             await process.wait()
     lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
     assert process.returncode == 0, output.decode()[-3000:]
+    print(f"stopped in {took:.2f} s")
     assert took < STOP_BOUND_S
     assert any(line["msg"] == "stopped" for line in lines)
     offsets = await committed(settings, settings.router_group_id, topics.failed)

@@ -16,6 +16,7 @@ ENV_KAFKA_PORT = "JOBPLANE_KAFKA_PORT"
 ENV_KAFKA_CONTROLLER_PORT = "JOBPLANE_KAFKA_CONTROLLER_PORT"
 ENV_STORE_PORT = "JOBPLANE_STORE_PORT"
 ENV_STORE_CACHE_SIZE = "JOBPLANE_STORE_CACHE_SIZE"
+ENV_STORE_SYNC_ON_COMMIT = "JOBPLANE_STORE_SYNC_ON_COMMIT"
 ENV_SMTP_PORT = "JOBPLANE_SMTP_PORT"
 ENV_SMTP_MAIL_DIR = "JOBPLANE_SMTP_MAIL_DIR"
 ENV_START_TIMEOUT = "JOBPLANE_START_TIMEOUT"
@@ -32,6 +33,17 @@ def int_env(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+def bool_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
 @dataclass(frozen=True)
 class LocalConfig:
     """Ports and directories of the local Kafka, store and SMTP sink."""
@@ -41,6 +53,8 @@ class LocalConfig:
     kafka_controller_port: int = 9093
     store_port: int = 27017
     store_cache_size: str = "512M"
+    # Every acknowledged write is on disk before the store answers (see store.py).
+    store_sync_on_commit: bool = True
     smtp_port: int = 1025
     mail_dir: Path | None = None
     start_timeout: float = 120.0
@@ -59,6 +73,7 @@ class LocalConfig:
             kafka_controller_port=int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
             store_port=int_env(ENV_STORE_PORT, 27017),
             store_cache_size=os.environ.get(ENV_STORE_CACHE_SIZE) or "512M",
+            store_sync_on_commit=bool_env(ENV_STORE_SYNC_ON_COMMIT, True),
             smtp_port=int_env(ENV_SMTP_PORT, 1025),
             mail_dir=Path(mail_dir).resolve() if mail_dir else None,
             start_timeout=float(int_env(ENV_START_TIMEOUT, 120)),

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobplane_local.config import LocalConfig
 from jobplane_local.infra import Log, up
 from jobplane_local.processes import LocalInfraError
+from jobplane_local.store import STORE_VERSION, installed_version, store_binary
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,18 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _require_built_store() -> None:
+    """The store's first build takes minutes, longer than a test may: it is `make test`'s
+    (or `jobplane-local install store`'s) job, before pytest starts."""
+    binary = store_binary(LocalConfig.from_env().cache_dir)
+    if installed_version(binary) != STORE_VERSION:
+        raise LocalInfraError(
+            f"the local store (secantusd-rs {STORE_VERSION}) is not built yet: run `make test`,"
+            " or `uv run jobplane-local install store` first (about 6 minutes, once per"
+            " machine), or point MONGODB_URI at a running server"
+        )
+
+
 def infra_from_env(log: Log = _quiet) -> Infra:
     """Servers named by env vars, the local infrastructure (started if needed) for the rest.
 
@@ -39,6 +53,8 @@ def infra_from_env(log: Log = _quiet) -> Infra:
         for name, given in (("kafka", kafka), ("store", mongodb), ("smtp", smtp_host))
         if not given
     ]
+    if "store" in missing:
+        _require_built_store()
     local = up(only=missing, log=log) if missing else None
     if smtp_host:
         sink_dir = os.environ.get("SMTP_SINK_DIR")

@@ -38,7 +38,9 @@ state change. No event can block the others:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +110,14 @@ _TRANSIENT_KAFKA_CODES = frozenset(
 )  # fmt: skip
 
 
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
+        errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EPIPE,
+    }
+)  # fmt: skip
+
+
 def is_transient(exc: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
     """True for a failure that goes away by itself: a dependency away or slow.
 
@@ -115,9 +125,12 @@ def is_transient(exc: BaseException, extra: tuple[type[BaseException], ...] = ()
     """
     if isinstance(exc, extra):
         return True
-    if isinstance(exc, ConnectionFailure | AutoReconnect | NetworkTimeout | OSError):
-        # PyMongo's ServerSelectionTimeoutError is a ConnectionFailure; TimeoutError an OSError.
+    if isinstance(exc, ConnectionFailure | AutoReconnect | NetworkTimeout):
+        return True  # PyMongo's ServerSelectionTimeoutError is a ConnectionFailure
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
         return True
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return True  # (not any OSError: a missing file or a permission does not come back)
     if isinstance(exc, confluent_kafka.KafkaException):
         error = exc.args[0] if exc.args else None
         if isinstance(error, confluent_kafka.KafkaError):

@@ -472,12 +472,15 @@ class TransactionalProducer:
                 )
             self._commit_transaction(producer)
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
-                self._producer = None
-            elif error.txn_requires_abort():
+            aborted = False
+            if exc.args[0].txn_requires_abort():
                 with contextlib.suppress(KafkaException):
                     producer.abort_transaction(self.timeout_s)
+                    aborted = True
+            if not aborted:
+                # Fatal, or a transaction left open (Kafka away): a new producer with the same
+                # transactional id fences this one and aborts what it left open.
+                self._producer = None
             raise
         finally:
             producer.poll(0)  # drop the delivery reports: the commit covers them

@@ -18,9 +18,12 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from jobplane.config import CommonSettings
 from jobplane.logs import configure, fields
 
 log = logging.getLogger(__name__)
+
+_CLOSE_S = 5.0
 
 
 def run(
@@ -28,12 +31,18 @@ def run(
     main: Coroutine[Any, Any, None],
     log_level: str = "INFO",
     *,
-    repeat_interval_s: float = 10.0,
-    stop_timeout_s: float = 30.0,
+    settings: CommonSettings | None = None,
 ) -> None:
     """Run ``main`` until it ends or the process gets SIGTERM / SIGINT; exit 0 after a
-    clean stop."""
-    configure(service, log_level, repeat_interval_s)
+    clean stop. ``settings`` (when given) set the log level, the repeat interval of error
+    logs and the bound of the stop (drain timeout + Kafka delivery timeout + 5 s)."""
+    settings = settings or CommonSettings(log_level=log_level)
+    repeat_interval_s = settings.log_repeat_interval_seconds
+    # Draining, then the producer's last deliveries; a little more for the rest (closing).
+    stop_timeout_s = (
+        settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds + _CLOSE_S
+    )
+    configure(service, settings.log_level, repeat_interval_s)
     asyncio.run(_until_signalled(service, main, stop_timeout_s))
 
 

@@ -42,10 +42,4 @@ async def serve(settings: Settings) -> None:
 
 def run() -> None:
     settings = Settings()
-    service.run(
-        "retry",
-        serve(settings),
-        settings.log_level,
-        repeat_interval_s=settings.log_repeat_interval_seconds,
-        stop_timeout_s=settings.drain_timeout_seconds + settings.kafka_delivery_timeout_seconds,
-    )
+    service.run("retry", serve(settings), settings=settings)

@@ -253,6 +253,7 @@ class TierLoop:
 
     async def _publish(self) -> None:
         failures = 0
+        cause = ""
         while True:
             await self._due_signal.wait()
             self._due_signal.clear()
@@ -264,17 +265,21 @@ class TierLoop:
                     first, last = PUBLISH_BACKOFF_S
                     delay = min(first * 2**failures, last)
                     failures += 1
+                    cause = error_cause(exc)
                     log.warning(
                         "cannot request the retries; will try again",
                         extra=fields(
-                            cause=error_cause(exc), error=str(exc), retry_in_s=delay,
+                            cause=cause, error=str(exc), retry_in_s=delay,
                             events=len(batch),
                         ),
                     )  # fmt: skip
                     await asyncio.sleep(delay)
                     continue
                 if failures:
-                    log.info("requesting retries works again", extra=fields(recovered=""))
+                    log.info(
+                        "requesting retries works again",
+                        extra=fields(recovered=cause, failed_times=failures),
+                    )
                     failures = 0
 
     async def _commit(self, batch: list[_Due]) -> None:

@@ -1,5 +1,6 @@
-"""A multi-document transaction commits whole or rolls back whole (the server must run as a
-replica set, as the local store does and as docker-compose's MongoDB does)."""
+"""A multi-document transaction commits whole or rolls back whole, and change streams work:
+the server runs as a replica set, as the local store does and as docker-compose's MongoDB
+does."""
 
 from __future__ import annotations
 
@@ -51,3 +52,20 @@ async def test_an_aborted_transaction_leaves_nothing(
     assert stored is not None
     assert stored["status"] == "running"
     assert await notifications.count_documents({}) == 0
+
+
+async def test_a_change_stream_sees_a_committed_change(
+    prepared_db: AsyncDatabase[Document],
+) -> None:
+    """Change streams need a replica set too; a server that offers them is one."""
+    jobs = prepared_db["jobs"]
+    async with await jobs.watch(max_await_time_ms=500) as stream:
+        await jobs.insert_one({"_id": "job", "status": "queued"})
+        change = None
+        for _ in range(20):
+            change = await stream.try_next()
+            if change is not None:
+                break
+    assert change is not None
+    assert change["operationType"] == "insert"
+    assert change["documentKey"] == {"_id": "job"}
