@@ -16,7 +16,10 @@ import logging
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, parseaddr
 
 from jobplane.events import utc_now
@@ -62,20 +65,42 @@ class Mailer:
         self.domain = domain_of(settings.mail_from)
         self.pool = SmtpPool(settings, settings.concurrency)
 
-    def build(self, mail: Mail) -> EmailMessage:
-        """The message; raises ValueError for an address that cannot be a header."""
+    def build(self, mail: Mail) -> Message:
+        """The message; raises ValueError for an address that cannot be a header.
+
+        Built with the compat32 classes (``email.mime``): about a fifth of the CPU of
+        ``EmailMessage`` with the default policy, which was most of the notifier's cost per
+        mail. An address that is not ASCII takes the ``EmailMessage`` way (SMTPUTF8)."""
+        if header_safe(mail.to) != mail.to or "," in mail.to:
+            raise ValueError(f"address {mail.to!r} contains characters no header can carry")
+        if not mail.to.isascii():
+            return self._build_utf8(mail)
+        msg = MIMEMultipart("alternative")
+        for name, value in self._headers(mail):
+            msg[name] = value if value.isascii() else Header(value, "utf-8")  # type: ignore[assignment]
+        msg.attach(MIMEText(mail.text, "plain", "utf-8"))
+        msg.attach(MIMEText(mail.html, "html", "utf-8"))
+        return msg
+
+    def _build_utf8(self, mail: Mail) -> EmailMessage:
         msg = EmailMessage()
-        msg["From"] = self.settings.mail_from
-        msg["To"] = mail.to
-        msg["Subject"] = header_safe(mail.subject)
-        msg["Date"] = format_datetime(utc_now())
-        msg["Message-ID"] = mail.message_id
-        msg["Auto-Submitted"] = "auto-generated"
-        for name, value in mail.headers.items():
-            msg[name] = header_safe(value)
+        for name, value in self._headers(mail):
+            msg[name] = value
         msg.set_content(mail.text)
         msg.add_alternative(mail.html, subtype="html")
         return msg
+
+    def _headers(self, mail: Mail) -> list[tuple[str, str]]:
+        headers = [
+            ("From", self.settings.mail_from),
+            ("To", mail.to),
+            ("Subject", header_safe(mail.subject)),
+            ("Date", format_datetime(utc_now())),
+            ("Message-ID", mail.message_id),
+            ("Auto-Submitted", "auto-generated"),
+        ]
+        headers.extend((name, header_safe(value)) for name, value in mail.headers.items())
+        return headers
 
     async def send(self, mail: Mail) -> None:
         """Send or raise ``MailRefusedError`` (permanent) or ``SendFailedError`` (transient)."""

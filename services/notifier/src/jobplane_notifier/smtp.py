@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from email.message import EmailMessage
+from email.message import Message
 from email.utils import parseaddr
 
 import aiosmtplib
@@ -64,7 +64,7 @@ class SmtpPool:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Send one message on a pooled connection; raises MailRefusedError or SendFailedError."""
         client = await self._idle.get()
         try:
@@ -75,26 +75,30 @@ class SmtpPool:
         finally:
             self._idle.put_nowait(client)
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> None:
         sender = parseaddr(str(message["From"]))[1]
         recipient = parseaddr(str(message["To"]))[1]
+        utf8 = not (sender.isascii() and recipient.isascii())
         try:
-            data = flatten_message(message)
+            data = flatten_message(message, utf8=utf8)
         except ValueError as exc:
             raise MailRefusedError(f"message to {recipient!r} cannot be encoded: {exc}") from exc
         reused = client.is_connected
         try:
             if not reused:
                 await client.connect()
+            if utf8 and not client.supports_extension("smtputf8"):
+                raise MailRefusedError(f"the SMTP server cannot take address {recipient!r}")
+            options = ["SMTPUTF8"] if utf8 else None
             try:
-                await client.mail(sender)
+                await client.mail(sender, options=options)
             except aiosmtplib.SMTPServerDisconnected:
                 if not reused:
                     raise
                 # The server closed the idle connection; nothing was sent yet: reconnect.
                 client.close()
                 await client.connect()
-                await client.mail(sender)
+                await client.mail(sender, options=options)
             try:
                 await client.rcpt(recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
