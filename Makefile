@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 # `uv` on PATH, else the one `make install` puts in the user site (`pip install --user uv`).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: help install infra infra-down infra-status services up down status lint test bench chaos
+.PHONY: help install browser infra infra-down infra-status services up down status lint test bench chaos
 
 help:
 	@echo "make up            start the whole platform locally: infrastructure, four services, demo app"
@@ -18,6 +18,7 @@ help:
 	@echo "make infra         start Kafka, the store and the SMTP sink (idempotent)"
 	@echo "make infra-down    stop them (data is kept in .local/)"
 	@echo "make infra-status  show what runs where"
+	@echo "make browser       install Debian's chromium + chromium-driver (the dashboard test's browser)"
 	@echo "make lint          ruff check, ruff format --check, mypy (strict)"
 	@echo "make chaos         the fault suite and the gateway fuzz alone (ARGS=\"-k kafka\" picks scenarios)"
 	@echo "make bench         Jobplane vs Celery + Redis, side by side (ARGS=\"--quick\" to try it)"
@@ -29,6 +30,11 @@ install:
 		|| python3 -m pip install --user --quiet --break-system-packages uv \
 		|| pip install --quiet uv; }
 	$(UV) sync
+
+# Debian's chromium and chromium-driver for the dashboard's browser test (apt-get, only when
+# missing; needs root or sudo).
+browser:
+	./deploy/local/install-browser.sh
 
 infra: install
 	$(UV) run jobplane-local up
@@ -61,7 +67,7 @@ lint: install
 # The test fixtures start the local servers; fetching/building them first keeps that out of
 # the first test's time budget (the store's first build takes minutes; later runs and other
 # clones on this machine reuse it). Servers given by env vars (see README) are not installed.
-test: install lint
+test: install lint browser
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(UV) run jobplane-local install kafka; fi
 	@if [ -z "$${MONGODB_URI:-}" ]; then $(UV) run jobplane-local install store; fi
 	$(UV) run pytest

@@ -38,6 +38,8 @@ class Recording:
 def start(name: str, pid: int, directory: Path, rate: int = 50) -> Recording:
     directory.mkdir(parents=True, exist_ok=True)
     output = directory / f"{name}.collapsed.txt"
+    # py-spy writes nothing when it fails: an earlier run's file must not pass for this one.
+    output.unlink(missing_ok=True)
     argv = [
         py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
         "--output", str(output), "--nonblocking",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from jobplane_client.webhooks import sign
 from jobplane_demo.app import create_app
 from jobplane_demo.config import DemoSettings
 from PIL import Image
+from pydantic import SecretStr
 
 from tests.support import serve_http
 
@@ -170,3 +173,34 @@ async def test_a_malformed_dispatch_is_refused(demo_url: str) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(f"{demo_url}/jobs", json={"job_id": "x"})
     assert response.status_code == 422
+
+
+async def test_with_the_apps_secret_only_signed_dispatches_to_the_platform_are_done(
+    receiver: CallbackReceiver, tmp_path: Path
+) -> None:
+    secret = "whsec_demo"
+    settings = DemoSettings(
+        output_dir=tmp_path, gateway_url=receiver.url, dispatch_secret=SecretStr(secret)
+    )
+    async with serve_http(create_app(settings)) as url, httpx.AsyncClient() as client:
+        body = json.dumps(dispatch_body(receiver, "job-signed", {"width": 8, "height": 8}))
+        unsigned = await client.post(f"{url}/jobs", content=body)
+        assert unsigned.status_code == 422
+        assert "not signed" in unsigned.json()["detail"]
+        elsewhere = dispatch_body(receiver, "job-elsewhere", {})
+        elsewhere["callback_url"] = "https://elsewhere.example/v1/jobs/job-elsewhere/result"
+        raw = json.dumps(elsewhere).encode()
+        misdirected = await client.post(
+            f"{url}/jobs", content=raw, headers={"Jobplane-Signature": sign(secret, raw)}
+        )
+        assert misdirected.status_code == 422
+
+        signed = await client.post(
+            f"{url}/jobs",
+            content=body,
+            headers={"Jobplane-Signature": sign(secret, body.encode())},
+        )
+        assert signed.status_code == 202
+        callback = await receiver.wait_for("job-signed", 1)
+    assert callback.body["status"] == "succeeded"
+    assert [c.job_id for c in receiver.callbacks] == ["job-signed"]

@@ -3,7 +3,10 @@
 What it does with a dispatched job is chosen by the job's payload, so one backend serves
 every scenario: ``{"behaviour": "succeed"}``, ``"fail"`` (always reports a failure),
 ``"fail_times": n`` then succeed, ``"permanent"`` (non-retryable failure), ``"http_500"``,
-``"silent"`` (accepts, never calls back).
+``"silent"`` (accepts, never calls back); ``"silent_times": n`` is silent for the first n
+attempts; ``"delay": seconds`` waits that long before calling back. Its callback sends back
+the ``traceparent`` and ``X-Trace-Id`` of the dispatch, as the backend guide asks, so the
+callback joins the trace.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+# What the dispatch carries of its trace, sent back with the callback.
+_TRACE_HEADERS = ("traceparent", "x-trace-id")
+
 
 @dataclass(frozen=True)
 class Call:
@@ -26,10 +32,12 @@ class Call:
     received_at: datetime
     body: dict[str, Any]
     trace_id: str | None
+    traceparent: str | None = None
 
 
 @dataclass
 class TestBackend:
+    __test__ = False  # not a test class, whatever its name
     calls: list[Call] = field(default_factory=list)
     callback_responses: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
@@ -51,22 +59,28 @@ class TestBackend:
                     received_at=datetime.now(UTC),
                     body=body,
                     trace_id=request.headers.get("x-trace-id"),
+                    traceparent=request.headers.get("traceparent"),
                 )
             )
             payload = body["payload"]
             behaviour = payload.get("behaviour", "succeed")
             if behaviour == "http_500":
                 return JSONResponse({"error": "backend is broken"}, status_code=500)
-            if behaviour != "silent":
-                task = asyncio.create_task(self._call_back(body, payload))
+            silent = behaviour == "silent" or body["attempt"] <= payload.get("silent_times", 0)
+            if not silent:
+                trace = {k: v for k, v in request.headers.items() if k in _TRACE_HEADERS}
+                task = asyncio.create_task(self._call_back(body, payload, trace))
                 background.add(task)
                 task.add_done_callback(background.discard)
             return JSONResponse({"accepted": True}, status_code=202)
 
         return api
 
-    async def _call_back(self, body: dict[str, Any], payload: dict[str, Any]) -> None:
-        await asyncio.sleep(0.05)  # answer the dispatch first, like a real worker would
+    async def _call_back(
+        self, body: dict[str, Any], payload: dict[str, Any], trace: dict[str, str]
+    ) -> None:
+        # Answer the dispatch first, like a real worker would (or work a while).
+        await asyncio.sleep(payload.get("delay", 0.05))
         attempt = body["attempt"]
         behaviour = payload.get("behaviour", "succeed")
         report: dict[str, Any]
@@ -83,7 +97,7 @@ class TestBackend:
             response = await client.post(
                 body["callback_url"],
                 json={"attempt": attempt, **report},
-                headers={"Authorization": f"Bearer {body['callback_token']}"},
+                headers={"Authorization": f"Bearer {body['callback_token']}", **trace},
             )
         self.callback_responses.append({"status": response.status_code, **response.json()})
 

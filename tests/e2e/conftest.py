@@ -9,6 +9,7 @@ its own app and users, so tests never read each other's jobs or e-mails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class AppHandle:
     app_id: str
     api_key: str
     admin_email: str
+    webhook_secret: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -60,7 +62,11 @@ class Platform:
     mail_dir: Any
 
     async def register_app(
-        self, *, backend_url: str | None = None, default_timeout_seconds: int = 60
+        self,
+        *,
+        backend_url: str | None = None,
+        default_timeout_seconds: int = 60,
+        webhook_url: str | None = None,
     ) -> AppHandle:
         app_id = f"app-{uuid.uuid4().hex[:10]}"
         admin_email = f"admin-{app_id}@example.com"
@@ -71,11 +77,13 @@ class Platform:
                 "backend_url": backend_url or self.backend.url,
                 "default_timeout_seconds": default_timeout_seconds,
                 "admin_emails": [admin_email],
+                **({"webhook_url": webhook_url} if webhook_url else {}),
             },
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         )
         assert response.status_code == 201, response.text
-        return AppHandle(app_id, response.json()["api_key"], admin_email)
+        body = response.json()
+        return AppHandle(app_id, body["api_key"], admin_email, body.get("webhook_secret"))
 
     async def register_user(self, app: AppHandle, language: str = "en") -> tuple[str, str]:
         user_id = f"user-{uuid.uuid4().hex[:8]}"
@@ -147,6 +155,21 @@ class Platform:
 
 @pytest.fixture(scope="module")
 async def platform(infra: Any) -> AsyncIterator[Platform]:
+    async with start_platform(infra) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def start_platform(
+    infra: Any,
+    *,
+    gateway: dict[str, Any] | None = None,
+    notifier: dict[str, Any] | None = None,
+    results_link_secret: str | None = None,
+) -> AsyncIterator[Platform]:
+    """The four services and the test backend, with extra settings for the gateway and
+    the notifier; with ``results_link_secret``, the mails link to the gateway's results
+    pages."""
     prefix = f"e2e{uuid.uuid4().hex[:8]}."
     common: dict[str, Any] = {
         "kafka_bootstrap_servers": infra.kafka_bootstrap,
@@ -161,6 +184,14 @@ async def platform(infra: Any) -> AsyncIterator[Platform]:
     backend_port = free_port()
     backend.url = f"http://127.0.0.1:{backend_port}/jobs"
     backend_server, backend_task = await serve_in_background(backend.app(), backend_port)
+    if results_link_secret is not None:
+        secret = SecretStr(results_link_secret)
+        gateway = {**(gateway or {}), "results_link_secret": secret}
+        notifier = {
+            **(notifier or {}),
+            "results_link_secret": secret,
+            "results_page_url": gateway_url,
+        }
 
     services = [
         serve_gateway(
@@ -170,6 +201,7 @@ async def platform(infra: Any) -> AsyncIterator[Platform]:
                 host="127.0.0.1",
                 port=gateway_port,
                 public_url=gateway_url,
+                **(gateway or {}),
             )
         ),
         serve_dispatcher(
@@ -190,11 +222,14 @@ async def platform(infra: Any) -> AsyncIterator[Platform]:
         ),
         serve_notifier(
             NotifierSettings(
-                **common,
-                group_id=f"{prefix}notifier",
-                smtp_host=infra.smtp_host,
-                smtp_port=infra.smtp_port,
-                admin_emails=[PLATFORM_ADMIN],
+                **{
+                    **common,
+                    "group_id": f"{prefix}notifier",
+                    "smtp_host": infra.smtp_host,
+                    "smtp_port": infra.smtp_port,
+                    "admin_emails": [PLATFORM_ADMIN],
+                    **(notifier or {}),
+                }
             )
         ),
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import httpx
@@ -31,6 +31,13 @@ from tests.fault.workload import register
 
 MAX_EXAMPLES = 80
 TIME_BOUND = 150.0
+# The operators' routes, fuzzed with the admin key first (the time bound never cuts them).
+OPERATOR_PATHS = (
+    "/v1/admin/dead/redrive",
+    "/v1/dead/redrive",
+    "/v1/admin/jobs/{job_id}/cancel",
+    "/v1/jobs/{job_id}/cancel",
+)
 
 
 class Fuzzer:
@@ -40,10 +47,12 @@ class Fuzzer:
         self.schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
         self.by_class: Counter[str] = Counter()
         self.server_errors: list[str] = []
+        self.covered: set[str] = set()
         self.began = time.monotonic()
 
-    def run(self, key_name: str, key: str) -> None:
-        """Every operation: schemathesis' boundary cases, then random valid and invalid ones."""
+    def run(self, key_name: str, key: str, only: Collection[str] | None = None) -> None:
+        """Every operation (of the paths ``only``, when given): schemathesis' boundary cases,
+        then random valid and invalid ones."""
         modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
         for result in self.schema.get_all_operations():
             if time.monotonic() - self.began > TIME_BOUND:
@@ -51,6 +60,9 @@ class Fuzzer:
             if isinstance(result, Err):
                 raise AssertionError(f"the gateway's OpenAPI document: {result.err()}")
             operation = result.ok()
+            if only is not None and operation.path not in only:
+                continue
+            self.covered.add(f"{key_name} {operation.method.upper()} {operation.path}")
             config = self.schema.config.generation_for(operation=operation)
             for case in self.schema.iter_coverage_cases(
                 operation, generation_modes=modes, generation_config=config
@@ -117,9 +129,13 @@ async def test_gateway_fuzz_no_server_error(
 
     began = time.monotonic()
     fuzzer = Fuzzer(fuzz_deployment.gateway_url, job_id)
+    await asyncio.to_thread(fuzzer.run, "admin", ADMIN_KEY, OPERATOR_PATHS)
+    await asyncio.to_thread(fuzzer.run, "app", api_key, OPERATOR_PATHS)
     for key_name, key in (("app", api_key), ("admin", ADMIN_KEY), ("callback", token)):
         await asyncio.to_thread(fuzzer.run, key_name, key)
     seconds = time.monotonic() - began
+    operators = {f"{k} POST {p}" for k in ("admin", "app") for p in OPERATOR_PATHS}
+    assert operators <= fuzzer.covered, sorted(operators - fuzzer.covered)
 
     total = sum(fuzzer.by_class.values())
     fuzz_report.append(f"{total} requests in {seconds:.0f}s; responses by key and class:")

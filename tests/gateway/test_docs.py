@@ -76,7 +76,9 @@ async def test_every_error_answer_is_described_with_its_body_and_an_example(
             assert errors or path == "/healthz", f"{method} {path}: no error answers"
             for code, response in errors.items():
                 content = response["content"]["application/json"]
-                assert content["schema"]["$ref"].endswith(("/ErrorBody", "/ValidationErrorBody"))
+                assert content["schema"]["$ref"].endswith(
+                    ("/ErrorBody", "/ValidationErrorBody", "/CancelConflict")
+                )
                 assert content["example"]["detail"], f"{method} {path} {code}"
                 if code == 503:
                     assert "Retry-After" in response["headers"]
@@ -95,6 +97,10 @@ async def test_each_route_names_the_errors_it_can_answer(offline_http: httpx.Asy
     assert codes("put", "/v1/users/{user_id}") == {400, 401, 415, 422, 503}
     assert codes("post", "/v1/apps") == {400, 401, 403, 409, 415, 422, 503}
     assert codes("patch", "/v1/admin/apps/{app_id}") == {400, 401, 403, 404, 415, 422, 503}
+    assert codes("post", "/v1/jobs/{job_id}/cancel") == {401, 404, 409, 422, 503}
+    assert codes("post", "/v1/admin/jobs/{job_id}/cancel") == {401, 403, 404, 409, 422, 503}
+    assert codes("post", "/v1/dead/redrive") == {400, 401, 415, 422, 503}
+    assert codes("post", "/v1/admin/dead/redrive") == {400, 401, 403, 415, 422, 503}
     for path in ("/v1/admin/jobs", "/v1/admin/apps", "/v1/admin/stats"):
         assert {401, 403, 503} <= codes("get", path), path
 
@@ -131,7 +137,16 @@ async def test_the_backend_call_is_described_as_a_webhook(offline_http: httpx.As
         "/DispatchRequest"
     )
     assert {"200", "202", "400", "429", "500"} <= set(operation["responses"])
-    assert [p["name"] for p in operation["parameters"]] == ["X-Trace-Id"]
+    assert [p["name"] for p in operation["parameters"]] == ["X-Trace-Id", "Jobplane-Signature"]
+    outcome = document["webhooks"]["job-outcome"]["post"]
+    assert outcome["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/OutcomeEvent"
+    )
+    assert {p["name"] for p in outcome["parameters"]} == {
+        "Jobplane-Signature",
+        "Jobplane-Webhook-Id",
+        "Jobplane-Webhook-Attempt",
+    }
     # The documented body is the one the dispatcher sends: same fields, and it validates.
     event = JobRequested(
         job_id="j1",
@@ -193,3 +208,20 @@ async def test_a_body_not_declared_json_is_415_and_stores_nothing(gateway: Gatew
         headers = {**app.headers, "Content-Type": content_type}
         response = await gateway.http.post("/v1/jobs", content=body, headers=headers)
         assert response.status_code == 202, (content_type, response.text)
+
+
+async def test_the_operators_routes_explain_themselves(offline_http: httpx.AsyncClient) -> None:
+    paths = (await _openapi(offline_http))["paths"]
+    for path in ("/v1/dead/redrive", "/v1/admin/dead/redrive"):
+        operation = paths[path]["post"]
+        assert (
+            "dry_run" in operation["description"] and "Idempotency-Key" in operation["description"]
+        ), path
+        assert {p["name"] for p in operation["parameters"]} == {"Idempotency-Key"}
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"].endswith("/RedriveRequest")
+    for path in ("/v1/jobs/{job_id}/cancel", "/v1/admin/jobs/{job_id}/cancel"):
+        operation = paths[path]["post"]
+        assert "e-mail" in operation["description"], path
+        conflict = operation["responses"]["409"]["content"]["application/json"]
+        assert conflict["example"]["status"] == "succeeded"

@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from jobplane.connections import Connections
 from jobplane.jobs import Job
 from jobplane.store import NewJob, utcnow
-from jobplane_gateway.api.routes.jobs import _check_encodable
+from jobplane_gateway.api.routes.jobs import _encoded
 from jobplane_gateway.config import Settings
 from jobplane_gateway.main import create_app
 
@@ -241,6 +241,6 @@ def test_a_job_whose_event_cannot_be_encoded_is_refused() -> None:
         trace_id="t",
     )
     with pytest.raises(HTTPException) as refused:
-        _check_encodable(Job.from_document(new.document(utcnow(), utcnow())))
+        _encoded(Job.from_document(new.document(utcnow(), utcnow())).requested_event())
     assert refused.value.status_code == 422
     assert "cannot be encoded as a job.requested event" in str(refused.value.detail)

@@ -25,13 +25,20 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     handler.setFormatter(JsonFormatter("gateway"))
     root = logging.getLogger()
     old_level = root.level
+    # Jobplane's own DEBUG lines too (an event published, a job accepted: DEBUG, as they are
+    # on the hot path), the libraries' from INFO up.
+    ours = [logging.getLogger(name) for name in ("jobplane", "jobplane_gateway")]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for logger in ours:
+        logger.setLevel(logging.DEBUG)
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for logger in ours:
+            logger.setLevel(logging.NOTSET)
 
 
 def bare_client() -> httpx.AsyncClient:
@@ -84,3 +91,18 @@ async def test_log_lines_carry_trace_and_job_ids_and_never_secrets(
     text = "\n".join(json.dumps(line) for line in lines)
     for secret in (app.api_key, app.api_key.partition(".")[2], token, ADMIN["Authorization"]):
         assert secret not in text
+
+
+async def test_a_w3c_traceparent_gives_its_trace_id_unless_x_trace_id_is_sent() -> None:
+    """A caller that traces with OpenTelemetry: its job is in its trace (logs and spans)."""
+    w3c = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{w3c}-00f067aa0ba902b7-01"
+    async with bare_client() as http:
+        adopted = await http.get("/healthz", headers={"traceparent": traceparent})
+        both = await http.get(
+            "/healthz", headers={"traceparent": traceparent, "X-Trace-Id": "abc-123"}
+        )
+        invalid = await http.get("/healthz", headers={"traceparent": f"00-{'0' * 32}-00-01"})
+    assert adopted.headers["x-trace-id"] == w3c
+    assert both.headers["x-trace-id"] == "abc-123"
+    assert invalid.headers["x-trace-id"] != "0" * 32

@@ -191,3 +191,21 @@ def test_naive_datetimes_are_refused() -> None:
         JobCompleted(**{**COMMON, "occurred_at": datetime(2025, 1, 1)}, job_type="x", result="{}")
     with pytest.raises(ValueError, match="timezone-aware"):
         AttemptRecord(attempt=1, ended_at=datetime(2025, 1, 1))
+
+
+def test_an_event_carries_its_envelope_on_to_the_next() -> None:
+    requested = JobRequested(
+        job_id="j1", app_id="a", user_id="u", attempt=2, trace_id="t", job_type="x", payload="{}"
+    )
+    failure = Failure(kind=FailureKind.TIMEOUT, message="slow", retryable=True)
+    failed = JobFailed(**requested.envelope.fields(), payload="{}", failure=failure)
+    assert failed.envelope == requested.envelope
+    again = JobRequested(**failed.envelope.fields(attempt=3), payload="{}")
+    assert (again.job_id, again.app_id, again.user_id, again.trace_id, again.job_type) == (
+        "j1",
+        "a",
+        "u",
+        "t",
+        "x",
+    )
+    assert again.attempt == 3

@@ -283,3 +283,20 @@ def test_retention_setting() -> None:
     assert index.options() == {"name": "finished_at_1", "expireAfterSeconds": 90 * 86_400}
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         CommonSettings(job_retention_days=-1)
+
+
+async def test_the_relays_backoff_starts_over_with_each_new_debt(store: JobStore) -> None:
+    await store.create_job(new_job(), announce_grace=timedelta(0))
+    deadline = utcnow() + timedelta(minutes=5)
+    # The first job.requested was relayed twice (say Kafka was away)...
+    for _ in range(2):
+        (job,) = await store.due_announcements(utcnow() + timedelta(hours=1), 10)
+        assert await store.postpone_announcement(job, utcnow())
+    (job,) = await store.due_announcements(utcnow() + timedelta(hours=1), 10)
+    assert job.announce_relays == 2
+    # ...then the attempt ran and failed: the retry's job.requested is a new debt, whose
+    # relay waits the grace again, not four times it.
+    await store.claim_attempt("job-1", 1, callback_token_hash="h1", deadline_at=deadline)
+    retried = await store.schedule_retry("job-1", 1, FAILURE, utcnow())
+    assert retried is not None
+    assert retried.announce_relays == 0

@@ -256,3 +256,31 @@ async def test_a_burst_of_failures_is_routed_concurrently_and_in_order_per_job(
     assert sorted(e.job_id for e in requested) == sorted(due)
     assert all(e.occurred_at >= due[e.job_id] for e in requested)  # never early
     assert all(e.attempt == 2 for e in requested)
+
+
+async def test_a_redriven_job_counts_its_retries_from_the_redrive(
+    settings: Settings, topics: Topics, store: JobStore, publisher: Publisher, unique_id: str
+) -> None:
+    new = await new_job(store, f"job-{unique_id}")
+    last = job_failed(new, 6)
+    await store.jobs.update_one({"_id": new.job_id}, {"$set": {"attempt": 6}})
+    dead = await store.mark_dead(new.job_id, 6, last.failure)
+    assert dead is not None
+    redriven = await store.redrive(dead, by="admin")
+    assert redriven is not None and redriven.attempt == 7
+    await store.claim_attempt(
+        new.job_id, 7, callback_token_hash="h", deadline_at=utcnow() + timedelta(minutes=5)
+    )
+    async with running(serve(settings)):
+        # The earlier run's last failure, replayed, then the new run's first.
+        await publisher.publish(topics.failed, last)
+        await publisher.publish(topics.failed, job_failed(new, 7))
+        (scheduled,) = await read_events(
+            settings, topics.retry(1), JobRetryScheduled, until=bool, where=of_job(new.job_id)
+        )
+    # Attempt 7 is the run's first: its first retry (tier 1), not a death for 7 attempts.
+    assert (scheduled.attempt, scheduled.retry_number) == (7, 1)
+    job = await store.get_job(new.job_id)
+    assert job is not None
+    assert (job.status, job.attempt, job.run_attempt) == (JobStatus.RETRY_SCHEDULED, 8, 2)
+    assert await read_events(settings, topics.dead, JobDead, where=of_job(new.job_id)) == []

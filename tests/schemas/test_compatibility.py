@@ -207,6 +207,7 @@ def test_common_fields_come_first_in_order() -> None:
         "attempt",
         "occurred_at",
         "trace_id",
+        "job_type",
     ]
     for name in NAMES:
         assert [f["name"] for f in current_schema(name)["fields"]][: len(common)] == common

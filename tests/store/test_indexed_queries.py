@@ -165,7 +165,13 @@ async def test_each_query_finds_its_example(prepared_db: AsyncDatabase[Document]
 
 
 def test_every_collection_of_the_catalogue_is_known() -> None:
-    known = {indexes.JOBS, indexes.APPS, indexes.USERS, indexes.NOTIFICATIONS}
+    known = {
+        indexes.JOBS,
+        indexes.APPS,
+        indexes.USERS,
+        indexes.NOTIFICATIONS,
+        indexes.REDRIVE_REQUESTS,
+    }
     assert {q.collection for q in indexes.QUERIES} <= known
     assert {i.collection for i in indexes.INDEXES} <= known
     assert len({q.name for q in indexes.QUERIES}) == len(indexes.QUERIES)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,44 @@ ENV_SMTP_PORT = "JOBPLANE_SMTP_PORT"
 ENV_SMTP_MAIL_DIR = "JOBPLANE_SMTP_MAIL_DIR"
 ENV_START_TIMEOUT = "JOBPLANE_START_TIMEOUT"
 ENV_KAFKA_HEAP = "JOBPLANE_KAFKA_HEAP"
+ENV_GATEWAY_PORT = "JOBPLANE_GATEWAY_PORT"
+ENV_DEMO_PORT = "JOBPLANE_DEMO_PORT"
+
+# The ports in use, by the name of the variable that moves them, written by `up` in
+# `.local/` so that every later command (another shell, without those variables) finds the
+# running servers; `down` forgets them. A variable set in the environment wins.
+PORTS_FILE = "ports.json"
+
+
+def remembered_ports(local_dir: Path) -> dict[str, int]:
+    try:
+        saved = json.loads((local_dir / PORTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {str(k): v for k, v in saved.items() if isinstance(v, int)}
+
+
+def _write_ports(local_dir: Path, ports: Mapping[str, int]) -> None:
+    local_dir.mkdir(parents=True, exist_ok=True)
+    target = local_dir / PORTS_FILE
+    staged = target.with_suffix(".tmp")
+    staged.write_text(json.dumps(dict(ports), indent=2, sort_keys=True) + "\n")
+    staged.replace(target)  # a reader never sees half a file
+
+
+def remember_ports(local_dir: Path, ports: Mapping[str, int]) -> None:
+    _write_ports(local_dir, {**remembered_ports(local_dir), **ports})
+
+
+def forget_ports(local_dir: Path, names: Iterable[str]) -> None:
+    gone = set(names)
+    left = {k: v for k, v in remembered_ports(local_dir).items() if k not in gone}
+    if left:
+        _write_ports(local_dir, left)
+    else:
+        (local_dir / PORTS_FILE).unlink(missing_ok=True)
 
 
 def int_env(name: str, default: int) -> int:
@@ -59,6 +99,9 @@ class LocalConfig:
     mail_dir: Path | None = None
     start_timeout: float = 120.0
     kafka_heap: str = "1g"
+    # The platform's HTTP servers (`jobplane-local platform`): the gateway and the demo app.
+    gateway_port: int = 8000
+    demo_port: int = 8001
     host: str = HOST
     # Builds shared by every clone on the machine (the store's binary).
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -67,18 +110,34 @@ class LocalConfig:
     def from_env(cls) -> LocalConfig:
         local_dir = Path(os.environ.get(ENV_LOCAL_DIR) or default_local_dir()).resolve()
         mail_dir = os.environ.get(ENV_SMTP_MAIL_DIR)
+        remembered = remembered_ports(local_dir)
+
+        def port(name: str, default: int) -> int:
+            return int_env(name, remembered.get(name, default))
+
         return cls(
             local_dir=local_dir,
-            kafka_port=int_env(ENV_KAFKA_PORT, 9092),
-            kafka_controller_port=int_env(ENV_KAFKA_CONTROLLER_PORT, 9093),
-            store_port=int_env(ENV_STORE_PORT, 27017),
+            kafka_port=port(ENV_KAFKA_PORT, 9092),
+            kafka_controller_port=port(ENV_KAFKA_CONTROLLER_PORT, 9093),
+            store_port=port(ENV_STORE_PORT, 27017),
             store_cache_size=os.environ.get(ENV_STORE_CACHE_SIZE) or "512M",
             store_sync_on_commit=bool_env(ENV_STORE_SYNC_ON_COMMIT, True),
-            smtp_port=int_env(ENV_SMTP_PORT, 1025),
+            smtp_port=port(ENV_SMTP_PORT, 1025),
             mail_dir=Path(mail_dir).resolve() if mail_dir else None,
             start_timeout=float(int_env(ENV_START_TIMEOUT, 120)),
             kafka_heap=os.environ.get(ENV_KAFKA_HEAP) or "1g",
+            gateway_port=port(ENV_GATEWAY_PORT, 8000),
+            demo_port=port(ENV_DEMO_PORT, 8001),
         )
+
+    def infra_ports(self) -> dict[str, int]:
+        """The local servers' ports, by the variable that moves each."""
+        return {
+            ENV_KAFKA_PORT: self.kafka_port,
+            ENV_KAFKA_CONTROLLER_PORT: self.kafka_controller_port,
+            ENV_STORE_PORT: self.store_port,
+            ENV_SMTP_PORT: self.smtp_port,
+        }
 
     @property
     def smtp_mail_dir(self) -> Path:

@@ -104,7 +104,7 @@ class Service(ABC):
         pid = self.pid()
         if pid is not None:
             self._wait(pid)
-            log(f"{self.name}: already running (pid {pid}) on {self.address}")
+            log(f"{self.name}: already running (pid {pid}){self._on()}")
             return pid
         for port in self.ports:
             ensure_port_free(self.config.host, port.number, what=port.what, env_var=port.env_var)
@@ -122,11 +122,15 @@ class Service(ABC):
             self.pid_file.unlink(missing_ok=True)
             raise
         log(
-            f"{self.name}: started (pid {pid}) on {self.address} and ready in"
+            f"{self.name}: started (pid {pid}){self._on()} and ready in"
             f" {time.monotonic() - launched:.1f}s ({time.monotonic() - began:.1f}s in all),"
             f" log {self.log_file}"
         )
         return pid
+
+    def _on(self) -> str:
+        # A server without an address (a consumer) says nothing rather than "on -".
+        return f" on {self.address}" if self.address else ""
 
     def _wait(self, pid: int) -> None:
         wait_until_ready(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,4 +19,8 @@ class DemoSettings(BaseSettings):
     # Reporting a result to the gateway: how often and how long to keep trying.
     callback_attempts: int = Field(default=5, ge=1)
     callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Checks of every dispatch (jobplane_client.read_dispatch): the platform's public URL
+    # (callbacks must go there) and the app's webhook secret (dispatches must be signed).
+    gateway_url: str | None = None
+    dispatch_secret: SecretStr | None = None
     log_level: str = "INFO"

@@ -6,8 +6,13 @@ service holds all of its configuration.
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, TypeVar
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+T = TypeVar("T")
 
 KIB = 1024
 # Kafka's default largest message is 1 MB (``message.max.bytes`` = 1,048,588). An event
@@ -15,6 +20,21 @@ KIB = 1024
 # envelope of a few KiB (ids, job type, a failure message of at most 10 KiB), so neither
 # limit may come near 1 MB.
 MAX_SIZE_LIMIT_BYTES = 900 * KIB
+
+
+def list_from_env(value: object) -> object:
+    """A list setting as written in an environment variable: JSON (``[1, 2]``) or, as people
+    type it on a command line, comma-separated (``1,2``)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# A list setting that takes ``RETRY_DELAYS_SECONDS=1,2`` as well as ``=[1, 2]``.
+EnvList = Annotated[list[T], NoDecode, BeforeValidator(list_from_env)]
 
 
 class CommonSettings(BaseSettings):
@@ -29,8 +49,9 @@ class CommonSettings(BaseSettings):
 
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     mongodb_database: str = "jobplane"
-    # Finished jobs (succeeded or dead) are deleted this many days after they finished, by a
-    # TTL index on `finished_at`; 0 keeps every job forever. Unfinished jobs never expire.
+    # Finished jobs (succeeded, dead or cancelled) are deleted this many days after they
+    # finished, by a TTL index on `finished_at`; 0 keeps every job forever. Unfinished jobs
+    # never expire.
     job_retention_days: int = Field(default=0, ge=0)
 
     # The largest result a backend may hand over, in bytes of its JSON text (UTF-8), by
@@ -39,6 +60,15 @@ class CommonSettings(BaseSettings):
     max_result_bytes: int = Field(default=512 * KIB, ge=1 * KIB, le=MAX_SIZE_LIMIT_BYTES)
 
     log_level: str = "INFO"
+    # Prometheus metrics (`/metrics`) on a small HTTP server of the service's own, on this
+    # port; 0: none. The gateway serves them on its API port as well.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # The address that metrics server listens on (`0.0.0.0`: every interface, as Prometheus
+    # in a cluster needs).
+    metrics_host: str = "0.0.0.0"  # noqa: S104
+    # How often a consumer's lag per partition is refreshed (from librdkafka's statistics,
+    # handed over on the consumer's own thread; only while metrics are served).
+    consumer_lag_interval_seconds: float = Field(default=10.0, gt=0)
     # An error logged again and again (an outage) is written once per cause per interval,
     # with the count of the repeats left out; see jobplane.logs.
     log_repeat_interval_seconds: float = Field(default=10.0, ge=0)

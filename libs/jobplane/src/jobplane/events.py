@@ -67,6 +67,24 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Envelope:
+    """What every event about a job carries on to the next one: whose job it is, which
+    attempt, which trace, what kind of work. One value, so that no service copies it field by
+    field."""
+
+    job_id: str
+    app_id: str
+    user_id: str
+    attempt: int
+    trace_id: str
+    job_type: str
+
+    def fields(self, **changes: Any) -> dict[str, Any]:
+        """As keyword arguments of an event (``changes`` replace some, e.g. ``attempt``)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **changes}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Event:
     """Fields common to every event, in schema order."""
 
@@ -79,18 +97,29 @@ class Event:
     attempt: int
     occurred_at: datetime = field(default_factory=utc_now)
     trace_id: str
+    job_type: str
 
     def __post_init__(self) -> None:
         if self.attempt < 1:
             raise ValueError(f"attempt is 1-based, got {self.attempt}")
         _require_aware(self)
 
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(
+            job_id=self.job_id,
+            app_id=self.app_id,
+            user_id=self.user_id,
+            attempt=self.attempt,
+            trace_id=self.trace_id,
+            job_type=self.job_type,
+        )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JobRequested(Event):
     schema_name: ClassVar[str] = "job_requested"
 
-    job_type: str
     payload: str  # JSON text, passed to the backend untouched
     timeout_seconds: int | None = None  # None: the app's default
 
@@ -100,7 +129,6 @@ class JobFailed(Event):
     schema_name: ClassVar[str] = "job_failed"
 
     # The request travels along so that the retry service can re-emit it as is.
-    job_type: str
     payload: str
     timeout_seconds: int | None = None
     failure: Failure
@@ -110,7 +138,6 @@ class JobFailed(Event):
 class JobRetryScheduled(Event):
     schema_name: ClassVar[str] = "job_retry_scheduled"
 
-    job_type: str
     payload: str
     timeout_seconds: int | None = None
     failure: Failure
@@ -122,7 +149,6 @@ class JobRetryScheduled(Event):
 class JobCompleted(Event):
     schema_name: ClassVar[str] = "job_completed"
 
-    job_type: str
     result: str  # JSON text
 
 
@@ -130,7 +156,6 @@ class JobCompleted(Event):
 class JobDead(Event):
     schema_name: ClassVar[str] = "job_dead"
 
-    job_type: str
     reason: str
     failure: Failure | None = None
     attempts: tuple[AttemptRecord, ...] = ()

@@ -23,6 +23,8 @@ JOBS = "jobs"
 APPS = "apps"
 USERS = "users"
 NOTIFICATIONS = "notifications"
+REDRIVE_REQUESTS = "redrive_requests"
+REDRIVE_ANSWER_SECONDS = 7 * 24 * 3600
 
 # The name of the TTL index that expires finished jobs (see `retention_index`).
 RETENTION_INDEX = "finished_at_1"
@@ -101,6 +103,9 @@ INDEXES: tuple[Index, ...] = (
     Index(JOBS, (("app_id", 1), ("status", 1), ("created_at", 1), ("_id", 1))),
     # An app's users in id order (the admin listing).
     Index(USERS, (("app_id", 1), ("user_id", 1))),
+    # The answers kept for redrive requests with an Idempotency-Key: a week is ample for a
+    # client's retries.
+    Index(REDRIVE_REQUESTS, (("created_at", 1),), expire_after_seconds=REDRIVE_ANSWER_SECONDS),
 )
 
 QUERIES: tuple[Query, ...] = (
@@ -266,6 +271,30 @@ QUERIES: tuple[Query, ...] = (
         {"app_id": "app-4", "status": "dead"},
         used_by="admin stats by app (a count)",
         example={"_id": "job-26", "app_id": "app-4", "status": "dead", "created_at": _RECENT},
+    ),
+    Query(
+        "held jobs of an app",
+        JOBS,
+        {
+            "app_id": "app-6",
+            "status": {"$in": ["queued", "retry_scheduled"]},
+            "held_at": {"$exists": True},
+        },
+        used_by="gateway: an app enabled again releases the jobs held while it was disabled",
+        example={
+            "_id": "job-27",
+            "app_id": "app-6",
+            "status": "queued",
+            "held_at": _RECENT,
+            "created_at": _RECENT,
+        },
+    ),
+    Query(
+        "redrive answer by caller and Idempotency-Key",
+        REDRIVE_REQUESTS,
+        {"_id": "admin:key-1"},
+        used_by="gateway's redrive routes",
+        example={"_id": "admin:key-1"},
     ),
     Query(
         "apps in id order",

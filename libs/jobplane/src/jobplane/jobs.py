@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from jobplane.events import (
     AttemptRecord,
+    Envelope,
     Event,
     Failure,
     FailureKind,
@@ -26,12 +27,21 @@ class JobStatus(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"  # the attempt failed; the next one is due later
     SUCCEEDED = "succeeded"
     DEAD = "dead"  # retries exhausted or a permanent failure
+    CANCELLED = "cancelled"  # cancelled by its app or an administrator: never runs again
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.DEAD)
+        return self in FINISHED_STATUSES
 
 
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+# A job that may be cancelled: one that has not finished.
+CANCELLABLE_STATUSES = (
+    JobStatus.QUEUED,
+    JobStatus.RETRY_SCHEDULED,
+    JobStatus.DISPATCHED,
+    JobStatus.RUNNING,
+)
 # An attempt whose outcome may still be reported: a callback or a failure for it counts.
 OPEN_STATUSES = (JobStatus.DISPATCHED, JobStatus.RUNNING)
 # A job that may still be handed a failure report (a rejection can precede any dispatch).
@@ -74,6 +84,27 @@ class OwedTopic(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """The app's webhook about one outcome (``webhook.<outcome>`` on the job)."""
+
+    state: str  # "claimed", "sent", "retrying" or "failed" (jobplane.store.WebhookState)
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> WebhookDelivery:
+        return cls(
+            state=str(doc.get("state")),
+            attempts=int(doc.get("attempts", 0)),
+            last_error=doc.get("last_error"),
+            next_attempt_at=doc.get("next_attempt_at"),
+            sent_at=doc.get("sent_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
     dispatched_at: datetime | None = None
@@ -91,6 +122,42 @@ class Attempt:
             ended_at=self.ended_at,
             failure=self.failure,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    """One redrive of a dead job: who, when, and what the run before it ended with."""
+
+    at: datetime
+    by: str  # "admin" or "app:<app_id>"
+    from_attempt: int  # the attempt the job died at
+    failure: Failure | None
+    mail_states: dict[str, str]  # the earlier run's user mails, per outcome
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "by": self.by,
+            "from_attempt": self.from_attempt,
+            "failure": failure_to_document(self.failure) if self.failure else None,
+            "mail_states": self.mail_states,
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Redrive:
+        return cls(
+            at=doc["at"],
+            by=str(doc.get("by", "")),
+            from_attempt=int(doc["from_attempt"]),
+            failure=failure_from_document(doc.get("failure")),
+            mail_states=dict(doc.get("mail_states") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    at: datetime
+    by: str  # "admin" or "app:<app_id>"
 
 
 @dataclass(frozen=True)
@@ -121,6 +188,22 @@ class Job:
     announce_relays: int = 0  # how often the relay has re-published an owed event
     # ``mail.<outcome>.state`` per outcome mailed to the user ("claimed" or "sent").
     mail_states: dict[str, str] = field(default_factory=dict)
+    # Attempt numbers only ever grow: a redriven job's new run starts at the attempt after
+    # the one it died at, so no event of an earlier run can match the new run's attempts.
+    # The retry allowance counts from ``run_start_attempt``.
+    run_start_attempt: int = 1
+    redrives: list[Redrive] = field(default_factory=list)
+    cancelled: Cancellation | None = None
+    # Set while the dispatcher holds the job because its app is disabled.
+    held_at: datetime | None = None
+
+    @property
+    def run_attempt(self) -> int:
+        """The current attempt counted from the start of the current run (1-based)."""
+        return self.attempt - self.run_start_attempt + 1
+
+    # The app's webhook per outcome delivered (or being delivered).
+    webhooks: dict[str, WebhookDelivery] = field(default_factory=dict)
 
     @property
     def user_notified(self) -> bool:
@@ -128,21 +211,21 @@ class Job:
 
     # -- the events that report on a stored job: built here only ---------------------
 
-    def _envelope(self, trace_id: str | None) -> dict[str, Any]:
-        """The fields every event about this job's current attempt starts with."""
-        return {
-            "job_id": self.job_id,
-            "app_id": self.app_id,
-            "user_id": self.user_id,
-            "attempt": self.attempt,
-            "trace_id": trace_id or self.trace_id,
-            "job_type": self.job_type,
-        }
+    def envelope(self, trace_id: str | None = None) -> Envelope:
+        """What every event about this job's current attempt carries."""
+        return Envelope(
+            job_id=self.job_id,
+            app_id=self.app_id,
+            user_id=self.user_id,
+            attempt=self.attempt,
+            trace_id=trace_id or self.trace_id,
+            job_type=self.job_type,
+        )
 
     def requested_event(self, trace_id: str | None = None) -> JobRequested:
         """The request of the job's current (or next due) attempt."""
         return JobRequested(
-            **self._envelope(trace_id),
+            **self.envelope(trace_id).fields(),
             payload=self.payload,
             timeout_seconds=self.timeout_seconds,
         )
@@ -151,7 +234,7 @@ class Job:
         """The announcement that the job is dead, with every attempt."""
         failure = self.last_failure
         return JobDead(
-            **self._envelope(trace_id),
+            **self.envelope(trace_id).fields(),
             reason=reason or (failure.message if failure else "the job is dead"),
             failure=failure,
             attempts=tuple(a.to_record() for a in self.attempts),
@@ -174,7 +257,7 @@ class Job:
     def failed_event(self, failure: Failure, trace_id: str | None = None) -> JobFailed:
         """The report that the current attempt failed; it carries the request along."""
         return JobFailed(
-            **self._envelope(trace_id),
+            **self.envelope(trace_id).fields(),
             payload=self.payload,
             timeout_seconds=self.timeout_seconds,
             failure=failure,
@@ -183,7 +266,7 @@ class Job:
     def completed_event(self, trace_id: str | None = None) -> JobCompleted:
         """The announcement of a succeeded job's result."""
         return JobCompleted(
-            **self._envelope(trace_id),
+            **self.envelope(trace_id).fields(),
             result=self.result if self.result is not None else "null",
         )
 
@@ -222,6 +305,19 @@ class Job:
                 outcome: str(state.get("state"))
                 for outcome, state in (doc.get("mail") or {}).items()
                 if isinstance(state, dict)
+            },
+            run_start_attempt=int(doc.get("run_start_attempt", 1)),
+            redrives=[Redrive.from_document(r) for r in doc.get("redrives") or ()],
+            cancelled=(
+                Cancellation(at=doc["cancelled"]["at"], by=str(doc["cancelled"].get("by", "")))
+                if doc.get("cancelled")
+                else None
+            ),
+            held_at=doc.get("held_at"),
+            webhooks={
+                outcome: WebhookDelivery.from_document(record)
+                for outcome, record in (doc.get("webhook") or {}).items()
+                if isinstance(record, dict)
             },
         )
 

@@ -49,9 +49,9 @@ from typing import Any, Protocol, TypeVar
 import confluent_kafka
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
 
-from jobplane import codec
+from jobplane import codec, metrics, tracing
 from jobplane.config import CommonSettings
-from jobplane.events import Event, Failure, FailureKind, JobDead
+from jobplane.events import Envelope, Event, Failure, FailureKind, JobDead
 from jobplane.kafka_client import (
     AsyncConsumer,
     AsyncProducer,
@@ -186,6 +186,8 @@ def consumer_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         # A dispatch may hold an event for a while; the group must not evict us meanwhile.
         "max.poll.interval.ms": 600_000,
+        # The lag per partition, when the process exports metrics (jobplane.metrics).
+        **metrics.consumer_statistics(group_id, settings.consumer_lag_interval_seconds),
     }
 
 
@@ -206,19 +208,28 @@ class Publisher:
         self.producer = producer
         self.topics = topics
 
-    async def send(self, topic: str, event: Event) -> asyncio.Future[None]:
-        """Enqueue ``event``; the future resolves on Kafka's ack. Send many, then await."""
+    async def send(
+        self, topic: str, event: Event, encoded: bytes | None = None
+    ) -> asyncio.Future[None]:
+        """Enqueue ``event`` (``encoded``: its Avro bytes, when the caller has them already);
+        the future resolves on Kafka's ack. Send many, then await."""
         return await self.producer.send(
             topic,
-            codec.encode(event),
+            codec.encode(event) if encoded is None else encoded,
             key=event.job_id.encode(),
-            headers=[(TRACE_HEADER, event.trace_id.encode())],
+            headers=[
+                (TRACE_HEADER, event.trace_id.encode()),
+                # W3C traceparent of a producer span, only while tracing is on.
+                *tracing.kafka_headers(topic, event.trace_id, event.job_id, event.attempt),
+            ],
         )
 
-    async def publish(self, topic: str, event: Event) -> None:
+    async def publish(self, topic: str, event: Event, encoded: bytes | None = None) -> None:
         """Send ``event`` and wait for Kafka's ack."""
-        await (await self.send(topic, event))
-        log.info("published", extra=fields(topic=topic, event=type(event).__name__))
+        await (await self.send(topic, event, encoded))
+        # DEBUG: one line per event on the hot path costs CPU, and each service logs what the
+        # event was for at INFO already (job accepted, backend called, …).
+        log.debug("published", extra=fields(topic=topic, event=type(event).__name__))
 
     async def dead_letter(self, record: Record, reason: str, event: Event | None = None) -> None:
         """Send an event nobody can handle to ``job.dead``, with the reason and its bytes."""
@@ -227,16 +238,22 @@ class Publisher:
 
 def dead_letter_event(record: Record, reason: str, event: Event | None = None) -> JobDead:
     """The ``job.dead`` event for ``record``: undecodable (``event`` None) or refused."""
-    trace_id = header(record, TRACE_HEADER) or new_trace_id()
-    job_id = record.key.decode(errors="replace") if record.key else ""
     kind = FailureKind.UNDECODABLE if event is None else FailureKind.REJECTED
+    envelope = (
+        event.envelope
+        if event
+        # Unknown when the event could not be read: the key is the job's id, if anything.
+        else Envelope(
+            job_id=record.key.decode(errors="replace") if record.key else "",
+            app_id="",
+            user_id="",
+            attempt=1,
+            trace_id=header(record, TRACE_HEADER) or new_trace_id(),
+            job_type="",
+        )
+    )
     return JobDead(
-        job_id=event.job_id if event else job_id,
-        app_id=event.app_id if event else "",
-        user_id=event.user_id if event else "",
-        attempt=event.attempt if event else 1,  # unknown when the event could not be read
-        trace_id=event.trace_id if event else trace_id,
-        job_type=str(getattr(event, "job_type", "")),
+        **envelope.fields(),
         reason=reason,
         failure=Failure(kind=kind, message=reason, retryable=False),
         attempts=(),
@@ -438,7 +455,12 @@ class EventLoop:
                 log.error("undecodable event", extra=fields(topic=record.topic, reason=exc.reason))
                 await self._dead_letter(work, exc.reason, None)
                 return
-            with bind(trace_id=event.trace_id, job_id=event.job_id):
+            with (
+                bind(trace_id=event.trace_id, job_id=event.job_id),
+                tracing.consume_span(
+                    record.topic, record.headers, event.trace_id, event.job_id, event.attempt
+                ),
+            ):
                 try:
                     await self._until_done(work, lambda: self.handler(event, record))
                 except PermanentError as exc:

@@ -11,7 +11,8 @@ jobplane.indexes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
@@ -19,17 +20,20 @@ from typing import Any
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from jobplane import indexes
+from jobplane.batching import Coalescer
 from jobplane.cache import TtlCache
 from jobplane.config import CommonSettings
-from jobplane.events import Failure
+from jobplane.events import Failure, JobRequested
 from jobplane.jobs import (
+    CANCELLABLE_STATUSES,
     FAILABLE_STATUSES,
     OPEN_STATUSES,
     Job,
     JobStatus,
+    Redrive,
     Report,
     failure_to_document,
 )
@@ -69,6 +73,25 @@ class App:
     # A disabled app's new jobs are refused at the door; its stored jobs stay as they are.
     disabled: bool = False
     updated_at: datetime | None = None
+    # Where the app's job outcomes are POSTed (signed with the secret), or None.
+    webhook_url: str | None = None
+    # Kept as it is (it signs every delivery, so it cannot be a hash); never shown or logged.
+    webhook_secret: str | None = field(default=None, repr=False)
+    # The secret a rotation replaced: deliveries are signed with it too until
+    # ``webhook_previous_until``, so that receivers can switch without losing any.
+    webhook_secret_previous: str | None = field(default=None, repr=False)
+    webhook_previous_until: datetime | None = None
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets the app's webhooks and dispatches are signed with now."""
+        secrets = [self.webhook_secret] if self.webhook_secret else []
+        if (
+            self.webhook_secret_previous
+            and self.webhook_previous_until is not None
+            and now < self.webhook_previous_until
+        ):
+            secrets.append(self.webhook_secret_previous)
+        return secrets
 
     @classmethod
     def from_document(cls, doc: Document) -> App:
@@ -82,6 +105,10 @@ class App:
             created_at=doc["created_at"],
             disabled=bool(doc.get("disabled", False)),
             updated_at=doc.get("updated_at"),
+            webhook_url=doc.get("webhook_url"),
+            webhook_secret=doc.get("webhook_secret"),
+            webhook_secret_previous=doc.get("webhook_secret_previous"),
+            webhook_previous_until=doc.get("webhook_previous_until"),
         )
 
 
@@ -103,6 +130,19 @@ class NewJob:
     timeout_seconds: int | None
     trace_id: str
     idempotency_key: str | None = None
+
+    @classmethod
+    def of_request(cls, event: JobRequested) -> NewJob:
+        """A job an app produced straight to Kafka, as its ``job.requested`` describes it."""
+        return cls(
+            job_id=event.job_id,
+            app_id=event.app_id,
+            user_id=event.user_id,
+            job_type=event.job_type,
+            payload=event.payload,
+            timeout_seconds=event.timeout_seconds,
+            trace_id=event.trace_id,
+        )
 
     def document(self, now: datetime, announce_due_at: datetime) -> Document:
         """The job document as inserted: queued, attempt 1, owing its ``job.requested``."""
@@ -218,8 +258,15 @@ class JobStore:
         self.apps: AsyncCollection[Document] = database["apps"]
         self.users: AsyncCollection[Document] = database["users"]
         self.notifications: AsyncCollection[Document] = database["notifications"]
+        # The answers of redrive requests sent with an Idempotency-Key (one per caller and key).
+        self.redrive_requests: AsyncCollection[Document] = database[indexes.REDRIVE_REQUESTS]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
+        # Group commit of the two writes every job makes that share their shape (see
+        # jobplane.batching): concurrent job inserts become one insert_many, concurrent
+        # "sent" marks of user mails one update_many of their per-job guards.
+        self._job_inserts: Coalescer[Document, None] = Coalescer(self._insert_jobs)
+        self._sent_marks: Coalescer[_SentMark, bool] = Coalescer(self._mark_mails_sent)
 
     @classmethod
     def from_settings(
@@ -265,6 +312,8 @@ class JobStore:
         admin_emails: list[str],
         api_key_hash: str,
         max_concurrency: int,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> App:
         doc: Document = {
             "_id": app_id,
@@ -275,6 +324,9 @@ class JobStore:
             "max_concurrency": max_concurrency,
             "created_at": utcnow(),
         }
+        if webhook_url is not None:
+            doc["webhook_url"] = webhook_url
+            doc["webhook_secret"] = webhook_secret
         try:
             await self.apps.insert_one(doc)
         except DuplicateKeyError as exc:
@@ -285,13 +337,17 @@ class JobStore:
         doc = await self.apps.find_one({"_id": app_id})
         return App.from_document(doc) if doc else None
 
-    async def update_app(self, app_id: str, changes: Document) -> App | None:
-        """Set ``changes`` (fields of the app document) on the app; None if there is no such
-        app. This process sees the change at once; others within APP_CACHE_TTL_SECONDS."""
+    async def update_app(
+        self, app_id: str, changes: Document, *, unset: tuple[str, ...] = ()
+    ) -> App | None:
+        """Set ``changes`` (fields of the app document) on the app and remove the fields
+        ``unset``; None if there is no such app. This process sees the change at once;
+        others within APP_CACHE_TTL_SECONDS."""
+        update: Document = {"$set": {**changes, "updated_at": utcnow()}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
         doc = await self.apps.find_one_and_update(
-            {"_id": app_id},
-            {"$set": {**changes, "updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
+            {"_id": app_id}, update, return_document=ReturnDocument.AFTER
         )
         self._app_cache.invalidate(app_id)
         return App.from_document(doc) if doc else None
@@ -353,7 +409,7 @@ class JobStore:
         now = utcnow()
         doc = new.document(now, now + announce_grace)
         try:
-            await self.jobs.insert_one(doc)
+            await self._job_inserts.submit(doc)
         except DuplicateKeyError:
             if new.idempotency_key is None:
                 earlier = await self.jobs.find_one({"_id": new.job_id})
@@ -365,6 +421,24 @@ class JobStore:
                 raise
             return Job.from_document(earlier), False
         return Job.from_document(doc), True
+
+    async def _insert_jobs(self, docs: Sequence[Document]) -> list[Exception | None]:
+        """One command for concurrent inserts; a document's own write error (a duplicate id
+        or Idempotency-Key) is its outcome, every other document is stored."""
+        if len(docs) == 1:
+            await self.jobs.insert_one(docs[0])
+            return [None]
+        try:
+            await self.jobs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise
+            outcomes: list[Exception | None] = [None] * len(docs)
+            for error in exc.details.get("writeErrors", []):
+                kind = DuplicateKeyError if error.get("code") == 11000 else WriteError
+                outcomes[error["index"]] = kind(error.get("errmsg", ""), error.get("code"), error)
+            return outcomes
+        return [None] * len(docs)
 
     async def get_job(self, job_id: str) -> Job | None:
         doc = await self.jobs.find_one({"_id": job_id})
@@ -435,7 +509,7 @@ class JobStore:
             (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
             JobStatus.DISPATCHED,
             _claim_changes(attempt, now, callback_token_hash, deadline_at),
-            unset=("next_attempt_at", "announce_due_at"),
+            unset=("next_attempt_at", "announce_due_at", "held_at"),
             guard={"app_id": app_id} if app_id is not None else None,
             now=now,
         )
@@ -506,7 +580,7 @@ class JobStore:
             {
                 "result": result,
                 "finished_at": now,
-                "announce_due_at": now + announce_grace,
+                **_owes(now + announce_grace),
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
             },
@@ -539,7 +613,7 @@ class JobStore:
             {
                 "$set": {
                     f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
-                    "announce_due_at": now + announce_grace,
+                    **_owes(now + announce_grace),
                     "updated_at": now,
                 },
                 "$unset": {"deadline_at": ""},
@@ -556,12 +630,15 @@ class JobStore:
         due_at: datetime,
         *,
         announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+        run_start_attempt: int | None = None,
     ) -> Job | None:
         """The attempt failed and another is due at ``due_at``: → retry_scheduled, attempt+1.
 
-        One guarded write. It takes over the failure report's outbox entry: the job now owes
-        the next ``job.requested``, announced by the relay if still owed at ``due_at`` +
-        ``announce_grace`` (the dispatcher's claim clears it)."""
+        One guarded write. Guarded also by the run the caller counted the retries from
+        (``run_start_attempt``; None: a job never redriven), so that a decision taken with
+        the wrong allowance matches nothing. It takes over the failure report's outbox
+        entry: the job now owes the next ``job.requested``, announced by the relay if still
+        owed at ``due_at`` + ``announce_grace`` (the dispatcher's claim clears it)."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -572,12 +649,13 @@ class JobStore:
                 "attempt": attempt + 1,
                 "next_attempt_at": due_at,
                 "last_failure": failure_to_document(failure),
-                "announce_due_at": due_at + announce_grace,
+                **_owes(due_at + announce_grace),
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
             unset=("deadline_at",),
             now=now,
+            guard=_run_guard(run_start_attempt),
         )
 
     async def mark_dead(
@@ -587,10 +665,12 @@ class JobStore:
         failure: Failure,
         *,
         announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+        run_start_attempt: int | None = None,
     ) -> Job | None:
         """The attempt failed and no other will follow: → dead. One guarded write, which
         makes the job owe ``job.dead`` (announced by the relay after ``announce_grace``
-        unless the notifier's claim clears it first)."""
+        unless the notifier's claim clears it first). ``run_start_attempt`` as for
+        ``schedule_retry``."""
         now = utcnow()
         return await self._transition(
             job_id,
@@ -600,13 +680,166 @@ class JobStore:
             {
                 "finished_at": now,
                 "last_failure": failure_to_document(failure),
-                "announce_due_at": now + announce_grace,
+                **_owes(now + announce_grace),
                 f"attempts.{attempt}.ended_at": now,
                 f"attempts.{attempt}.failure": failure_to_document(failure),
             },
             unset=("deadline_at",),
             now=now,
+            guard=_run_guard(run_start_attempt),
         )
+
+    # -- operators: redrive, cancel, holding a disabled app's jobs -----------------------
+
+    async def redrive(
+        self,
+        job: Job,
+        *,
+        by: str,
+        announce_grace: timedelta = DEFAULT_ANNOUNCE_GRACE,
+    ) -> Job | None:
+        """dead → queued, as a new run: one guarded write on the dead job as read (``job``).
+
+        Attempt numbers keep growing (the new run's first attempt is the one after the
+        attempt the job died at), so every event of the earlier run is stale to the guards;
+        the retry allowance counts from ``run_start_attempt``. The earlier attempts stay;
+        a redrive entry records who, when, the failure and the earlier run's user mails,
+        which are cleared (with the app's webhook deliveries) so that the new run's outcome is
+        mailed and posted once again. Owes the new run's ``job.requested``. None when the job
+        is no longer dead at that attempt (it was redriven already, or moved on)."""
+        now = utcnow()
+        entry = Redrive(
+            at=now,
+            by=by,
+            from_attempt=job.attempt,
+            failure=job.last_failure,
+            mail_states=job.mail_states,
+        )
+        doc = await self.jobs.find_one_and_update(
+            {"_id": job.job_id, "attempt": job.attempt, "status": JobStatus.DEAD.value},
+            {
+                "$set": {
+                    "status": JobStatus.QUEUED.value,
+                    "attempt": job.attempt + 1,
+                    "run_start_attempt": job.attempt + 1,
+                    **_owes(now + announce_grace),
+                    "updated_at": now,
+                },
+                "$push": {"redrives": entry.to_document()},
+                "$unset": {
+                    "mail": "",
+                    "webhook": "",
+                    "finished_at": "",
+                    "notified_user_at": "",
+                    "notified_admins_at": "",
+                    "next_attempt_at": "",
+                    "deadline_at": "",
+                },
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def cancel(self, job_id: str, *, by: str, app_id: str | None = None) -> Job | None:
+        """Any unfinished status → cancelled (final), for the app's job when ``app_id`` is
+        given: one guarded write. The job owes nothing any more and has no deadline, so no
+        service acts on it again: the dispatcher's claim, the retry router's transitions and
+        the deadline sweep all require other statuses. None: finished already (or none)."""
+        now = utcnow()
+        guard: Document = {
+            "_id": job_id,
+            "status": {"$in": [s.value for s in CANCELLABLE_STATUSES]},
+        }
+        if app_id is not None:
+            guard["app_id"] = app_id
+        doc = await self.jobs.find_one_and_update(
+            guard,
+            {
+                "$set": {
+                    "status": JobStatus.CANCELLED.value,
+                    "cancelled": {"at": now, "by": by},
+                    "finished_at": now,
+                    "updated_at": now,
+                },
+                "$unset": {
+                    "announce_due_at": "",
+                    "deadline_at": "",
+                    "next_attempt_at": "",
+                    "held_at": "",
+                },
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def record_report_after_cancel(
+        self, job_id: str, attempt: int, report: Report, *, callback_token_hash: str
+    ) -> Job | None:
+        """A cancelled job's attempt reports its outcome late: the report is kept (the first
+        wins, under the attempt's token) and changes nothing else: no result, no event."""
+        doc = await self.jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "attempt": attempt,
+                "status": JobStatus.CANCELLED.value,
+                **_first_report_guard(attempt, callback_token_hash),
+            },
+            {"$set": {f"attempts.{attempt}.report": report.to_document()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def hold(
+        self, job_id: str, attempt: int, *, app_id: str, recheck_at: datetime
+    ) -> Job | None:
+        """The job's app is disabled: its due attempt is not dispatched but held (it stays
+        queued / retry_scheduled). One guarded write that marks it held and keeps its
+        ``job.requested`` owed until ``recheck_at``, so that it is requested again then (and
+        at once when the app is enabled again: ``release_held``)."""
+        now = utcnow()
+        doc = await self.jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "attempt": attempt,
+                "app_id": app_id,
+                "status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRY_SCHEDULED.value]},
+            },
+            {"$set": {"held_at": now, **_owes(recheck_at), "updated_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return Job.from_document(doc) if doc else None
+
+    async def release_held(self, app_id: str, *, due_at: datetime) -> int:
+        """The app is enabled again: its held jobs owe their ``job.requested`` at ``due_at``
+        (the relay publishes it then). Each job's update is its own guarded write; returns
+        how many were released."""
+        result = await self.jobs.update_many(
+            {
+                "app_id": app_id,
+                "status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRY_SCHEDULED.value]},
+                "held_at": {"$exists": True},
+            },
+            {"$set": _owes(due_at), "$unset": {"held_at": ""}},
+        )
+        return result.modified_count
+
+    async def redrive_answer(self, key: str) -> Document | None:
+        """The answer stored for the redrive request ``key`` (caller and Idempotency-Key)."""
+        doc = await self.redrive_requests.find_one({"_id": key})
+        return dict(doc["answer"]) if doc else None
+
+    async def keep_redrive_answer(self, key: str, answer: Document) -> Document:
+        """Store the first answer of ``key``; returns the answer stored (ours or an earlier
+        one: two requests with one key racing)."""
+        try:
+            await self.redrive_requests.insert_one(
+                {"_id": key, "answer": answer, "created_at": utcnow()}
+            )
+        except DuplicateKeyError:
+            earlier = await self.redrive_answer(key)
+            if earlier is not None:
+                return earlier
+        return answer
 
     async def _transition(
         self,
@@ -655,6 +888,10 @@ class JobStore:
                 await self.jobs.update_one({"_id": doc["_id"]}, {"$unset": {"announce_due_at": ""}})
         return due
 
+    async def count_due_announcements(self, now: datetime) -> int:
+        """How many jobs owe an overdue event (the outbox backlog; the same index)."""
+        return await self.jobs.count_documents({"announce_due_at": {"$lt": now}})
+
     async def postpone_announcement(self, job: Job, next_due_at: datetime) -> bool:
         """Take ``job``'s overdue announcement (push it to ``next_due_at``): False when
         another relay took it or its consumer has acted since ``job`` was read."""
@@ -691,13 +928,25 @@ class JobStore:
     # claim timeout, whose sender is presumed dead), send, then mark sent under the claim.
 
     async def claim_user_mail(
-        self, job_id: str, outcome: str, *, claim_id: str, message_id: str, stale_before: datetime
+        self,
+        job_id: str,
+        outcome: str,
+        *,
+        claim_id: str,
+        message_id: str,
+        stale_before: datetime,
+        run: RunState | None = None,
     ) -> MailClaim:
-        """Claim the user's mail about ``outcome``; clears the owed event of the outcome."""
+        """Claim the user's mail about ``outcome``; clears the owed event of the outcome.
+        With ``run`` (as ``run_of`` read it), only while the job is still in that run: a
+        redrive between the read and the claim makes the claim DONE (nothing to mail)."""
         prefix = f"mail.{outcome}"
         now = utcnow()
+        current_run: Document = {"_id": job_id}
+        if run is not None:
+            current_run.update(_run_guard(run.run_start_attempt))
         doc = await self.jobs.find_one_and_update(
-            _claim_guard(job_id, _claimable(prefix, stale_before)),
+            _claim_guard(current_run, _claimable(prefix, stale_before)),
             {
                 "$set": {prefix: _claim(claim_id, message_id, now), "updated_at": now},
                 "$unset": {"announce_due_at": ""},
@@ -706,10 +955,28 @@ class JobStore:
         )
         if doc is not None:
             return MailClaim.CLAIMED
-        current = await self.jobs.find_one({"_id": job_id}, projection={prefix: 1})
+        current = await self.jobs.find_one(
+            {"_id": job_id}, projection={prefix: 1, "run_start_attempt": 1}
+        )
         if current is None:
             return MailClaim.NO_RECORD
+        if run is not None and current.get("run_start_attempt") != run.run_start_attempt:
+            return MailClaim.DONE  # redriven since: the new run has mails of its own
         return _claim_state(current.get("mail", {}).get(outcome))
+
+    async def run_of(self, job_id: str) -> RunState | None:
+        """Which run of the job is the current one (it changes when the job is redriven);
+        None: no such job."""
+        doc = await self.jobs.find_one(
+            {"_id": job_id}, projection={"run_start_attempt": 1, "redrives": 1}
+        )
+        if doc is None:
+            return None
+        start = doc.get("run_start_attempt")
+        return RunState(
+            run_start_attempt=int(start) if start is not None else None,
+            redrives=len(doc.get("redrives") or ()),
+        )
 
     async def settle_user_mail(
         self,
@@ -723,14 +990,10 @@ class JobStore:
         """Record the end of the user's mail: ``sent`` (also ``notified_user_at``) or ``failed``
         under our claim; ``skipped`` (no address to send to) when nothing was claimed yet,
         which also clears the owed event. False when the claim is no longer ours."""
+        if state is MailState.SENT and claim_id is not None and reason is None:
+            return await self._sent_marks.submit(_SentMark(job_id, outcome, claim_id))
         prefix = f"mail.{outcome}"
-        now = utcnow()
-        changes: Document = {f"{prefix}.state": state.value, f"{prefix}.{state.value}_at": now}
-        if reason is not None:
-            changes[f"{prefix}.reason"] = reason
-        if state is MailState.SENT:
-            changes["notified_user_at"] = now
-        update: Document = {"$set": {**changes, "updated_at": now}}
+        update = _settle_update(prefix, state, reason, utcnow())
         if claim_id is None:
             guard: Document = {"_id": job_id, prefix: {"$exists": False}}
             update["$unset"] = {"announce_due_at": ""}
@@ -738,6 +1001,42 @@ class JobStore:
             guard = {"_id": job_id, f"{prefix}.claim_id": claim_id}
         result = await self.jobs.update_one(guard, update)
         return result.modified_count == 1
+
+    async def _mark_mails_sent(self, marks: Sequence[_SentMark]) -> list[bool]:
+        """One ``update_many`` per outcome for concurrent "sent" marks: its filter is the
+        ``$or`` of each job's own guard ``(_id, claim_id)``, its ``$set`` the same for all. A
+        mark is True when its job's claim was ours (its guard matched)."""
+        now = utcnow()
+        answers: dict[_SentMark, bool] = {}
+        for outcome in {mark.outcome for mark in marks}:
+            prefix = f"mail.{outcome}"
+            update = _settle_update(prefix, MailState.SENT, None, now)
+            group = [mark for mark in marks if mark.outcome == outcome]
+            guards = [{"_id": m.job_id, f"{prefix}.claim_id": m.claim_id} for m in group]
+            if len(group) == 1:
+                result = await self.jobs.update_one(guards[0], update)
+                answers[group[0]] = result.modified_count == 1
+                continue
+            ids = [mark.job_id for mark in group]
+            # _id $in first: the store looks the documents up by _id, then applies each guard
+            result = await self.jobs.update_many({"_id": {"$in": ids}, "$or": guards}, update)
+            if result.modified_count >= len(set(group)):
+                answers.update(dict.fromkeys(group, True))
+                continue
+            # some claim was not ours any more: which ones (a matched guard set "sent")
+            claims = {
+                doc["_id"]: doc.get("mail", {}).get(outcome, {})
+                async for doc in self.jobs.find(
+                    {"_id": {"$in": ids}},
+                    projection={f"{prefix}.claim_id": 1, f"{prefix}.state": 1},
+                )
+            }
+            for mark in group:
+                claim = claims.get(mark.job_id, {})
+                answers[mark] = (
+                    claim.get("claim_id") == mark.claim_id and claim.get("state") == "sent"
+                )
+        return [answers[mark] for mark in marks]
 
     async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
         """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
@@ -762,7 +1061,7 @@ class JobStore:
         now = utcnow()
         try:
             await self.notifications.update_one(
-                _claim_guard(key, _claimable("state", stale_before, whole=True)),
+                _claim_guard({"_id": key}, _claimable("state", stale_before, whole=True)),
                 {
                     "$set": _claim(claim_id, message_id, now),
                     "$setOnInsert": {"job_id": job_id, "recipient": recipient, "kind": kind},
@@ -798,6 +1097,108 @@ class JobStore:
             {"_id": key, "claim_id": claim_id, "state": MailState.CLAIMED.value}
         )
 
+    # -- outcome webhooks ----------------------------------------------------------------
+    #
+    # The app's webhook about an outcome is recorded on the job (``webhook.<outcome>``) with
+    # the e-mails' protocol: claim (one guarded write), POST, settle under the claim. A
+    # failed POST is not retried in place (that would hold the partition's other events):
+    # the record becomes ``retrying`` with ``next_attempt_at``, and the job owes its outcome
+    # event again at that time (``announce_due_at``), so the outbox relay re-publishes it and
+    # the notifier claims the delivery anew. The user's mail is long settled by then: its
+    # claim matches nothing and sends nothing.
+
+    async def claim_webhook(
+        self, job_id: str, outcome: str, *, claim_id: str, stale_before: datetime
+    ) -> tuple[MailClaim, int]:
+        """Claim the delivery of the app's webhook about ``outcome``: never tried, a claim
+        gone stale, or a retry that is due. Counts the attempt (returned with the claim:
+        this try's number); clears the owed event."""
+        prefix = f"webhook.{outcome}"
+        now = utcnow()
+        doc = await self.jobs.find_one_and_update(
+            _claim_guard({"_id": job_id}, _webhook_claimable(prefix, stale_before, now)),
+            {
+                "$set": {
+                    f"{prefix}.state": WebhookState.CLAIMED.value,
+                    f"{prefix}.claim_id": claim_id,
+                    f"{prefix}.claimed_at": now,
+                    "updated_at": now,
+                },
+                "$inc": {f"{prefix}.attempts": 1},
+                "$unset": {"announce_due_at": ""},
+            },
+            projection={prefix: 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return MailClaim.CLAIMED, int(doc["webhook"][outcome]["attempts"])
+        current = await self.jobs.find_one({"_id": job_id}, projection={prefix: 1})
+        if current is None:
+            return MailClaim.NO_RECORD, 0
+        record = current.get("webhook", {}).get(outcome)
+        attempts = int(record.get("attempts", 0)) if record else 0
+        if record is not None and record.get("state") == WebhookState.RETRYING.value:
+            # Not due yet: the relay brings the event back when it is.
+            return MailClaim.DONE, attempts
+        return _claim_state(record), attempts
+
+    async def defer_webhook(
+        self, job_id: str, outcome: str, *, until: datetime, reason: str, stale_before: datetime
+    ) -> bool:
+        """Put a delivery off to ``until`` without trying it (its endpoint is failing right
+        now): ``retrying``, the attempts not counted, the outcome owed again then. Only a
+        delivery nobody is at (see ``_webhook_claimable``); False otherwise."""
+        prefix = f"webhook.{outcome}"
+        now = utcnow()
+        result = await self.jobs.update_one(
+            _claim_guard({"_id": job_id}, _webhook_claimable(prefix, stale_before, now)),
+            {
+                "$set": {
+                    f"{prefix}.state": WebhookState.RETRYING.value,
+                    f"{prefix}.last_error": reason,
+                    f"{prefix}.next_attempt_at": until,
+                    **_owes(until),
+                    "updated_at": now,
+                }
+            },
+        )
+        return result.modified_count == 1
+
+    async def settle_webhook(
+        self,
+        job_id: str,
+        outcome: str,
+        *,
+        claim_id: str,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> bool:
+        """Record the end of a claimed delivery: ``sent`` (no ``error``), ``retrying`` at
+        ``retry_at`` (the job owes its outcome event again then), or ``failed`` for good.
+        False when the claim is no longer ours."""
+        prefix = f"webhook.{outcome}"
+        now = utcnow()
+        changes: Document = {"updated_at": now}
+        if error is None:
+            changes |= {f"{prefix}.state": WebhookState.SENT.value, f"{prefix}.sent_at": now}
+        elif retry_at is not None:
+            changes |= {
+                f"{prefix}.state": WebhookState.RETRYING.value,
+                f"{prefix}.last_error": error,
+                f"{prefix}.next_attempt_at": retry_at,
+                **_owes(retry_at),
+            }
+        else:
+            changes |= {
+                f"{prefix}.state": WebhookState.FAILED.value,
+                f"{prefix}.last_error": error,
+                f"{prefix}.failed_at": now,
+            }
+        result = await self.jobs.update_one(
+            {"_id": job_id, f"{prefix}.claim_id": claim_id}, {"$set": changes}
+        )
+        return result.modified_count == 1
+
     async def mark_admins_notified(self, job_id: str) -> None:
         now = utcnow()
         await self.jobs.update_one(
@@ -806,11 +1207,44 @@ class JobStore:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _SentMark:
+    job_id: str
+    outcome: str
+    claim_id: str
+
+
+def _settle_update(prefix: str, state: MailState, reason: str | None, now: datetime) -> Document:
+    changes: Document = {f"{prefix}.state": state.value, f"{prefix}.{state.value}_at": now}
+    if reason is not None:
+        changes[f"{prefix}.reason"] = reason
+    if state is MailState.SENT:
+        changes["notified_user_at"] = now
+    return {"$set": {**changes, "updated_at": now}}
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    run_start_attempt: int | None  # None: the job's first run (never redriven)
+    redrives: int
+
+    def covers(self, attempt: int) -> bool:
+        """Whether ``attempt`` belongs to this run (not to a run before a redrive)."""
+        return self.run_start_attempt is None or attempt >= self.run_start_attempt
+
+
 class MailState(StrEnum):
     CLAIMED = "claimed"  # a sender is at work (or died: the claim goes stale)
     SENT = "sent"
     FAILED = "failed"  # refused for good (bad address, header or content): never retried
     SKIPPED = "skipped"  # nobody to send it to (the user is not registered)
+
+
+class WebhookState(StrEnum):
+    CLAIMED = "claimed"  # a notifier is POSTing it (or died: the claim goes stale)
+    SENT = "sent"  # the app's endpoint answered 2xx
+    RETRYING = "retrying"  # the last POST failed; tried again at ``next_attempt_at``
+    FAILED = "failed"  # every attempt failed: given up
 
 
 class MailClaim(Enum):
@@ -841,10 +1275,28 @@ def _claimable(field: str, stale_before: datetime, *, whole: bool = False) -> li
     ]
 
 
-def _claim_guard(doc_id: str, claimable: list[Document]) -> Document:
+def _webhook_claimable(prefix: str, stale_before: datetime, now: datetime) -> list[Document]:
+    """A delivery nobody is at: never tried, a claim gone stale, or a retry that is due."""
+    return [
+        *_claimable(prefix, stale_before),
+        {
+            f"{prefix}.state": WebhookState.RETRYING.value,
+            f"{prefix}.next_attempt_at": {"$lte": now},
+        },
+    ]
+
+
+def _owes(due_at: datetime) -> Document:
+    """A new debt: the job owes an event from ``due_at``. The relay's backoff starts over
+    (it doubles with ``announce_relays``, the re-publications of one debt, not of the job's
+    whole life)."""
+    return {"announce_due_at": due_at, "announce_relays": 0}
+
+
+def _claim_guard(document: Document, claimable: list[Document]) -> Document:
     # `$and: [{_id}, {$or}]`, not `{_id, $or}`: secantusd-rs answers the latter by a scan of
     # the whole collection (see jobplane.indexes, "user mail claim").
-    return {"$and": [{"_id": doc_id}, {"$or": claimable}]}
+    return {"$and": [document, {"$or": claimable}]}
 
 
 def _claim_state(record: Document | None) -> MailClaim:
@@ -861,6 +1313,13 @@ def _first_report_guard(attempt: int, callback_token_hash: str | None) -> Docume
     if callback_token_hash is not None:
         guard[f"attempts.{attempt}.callback_token_hash"] = callback_token_hash
     return guard
+
+
+def _run_guard(run_start_attempt: int | None) -> Document:
+    """The run a retry decision counted from: a job never redriven has no run start."""
+    if run_start_attempt is None:
+        return {"run_start_attempt": {"$exists": False}}
+    return {"run_start_attempt": run_start_attempt}
 
 
 def _user_key(app_id: str, user_id: str) -> str:

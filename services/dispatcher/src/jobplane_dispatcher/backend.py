@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import aiohttp
+from jobplane import metrics, tracing
 from jobplane.events import Failure, FailureKind
 from jobplane.logs import HTTP_TRACE_HEADER, fields
+from jobplane.tracing import SpanKind
+from jobplane_client.webhooks import SIGNATURE_HEADER, sign
 
 from jobplane_dispatcher.config import Settings
 
@@ -95,21 +100,57 @@ class BackendClient:
             await self._session.close()
             self._session = None
 
-    async def dispatch(self, url: str, body: dict[str, Any], trace_id: str) -> Outcome:
-        """POST the attempt to the backend; never raises for anything the backend does."""
-        try:
-            async with self.session.post(
-                url,
-                json=body,
-                headers={HTTP_TRACE_HEADER: trace_id},
-                allow_redirects=False,
-            ) as response:
-                content = await response.read()
-                outcome: Outcome = classify_response(response.status, content)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            outcome = Failed(classify_error(exc, url))
+    async def dispatch(
+        self,
+        url: str,
+        body: dict[str, Any],
+        trace_id: str,
+        *,
+        signing_secrets: Sequence[str] = (),
+    ) -> Outcome:
+        """POST the attempt to the backend; never raises for anything the backend does.
+        An app with a webhook secret gets its dispatches signed with it too (the header of
+        ``jobplane_client.webhooks``), so that its backend can tell them from forgeries.
+        The trace id goes along (``X-Trace-Id``, and ``traceparent`` while tracing is on):
+        a backend that sends them back with its callback keeps the callback in the trace."""
+        started = time.perf_counter()
+        with tracing.span(
+            "POST backend",
+            trace_id,
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "POST", "url.full": url},
+        ) as span:
+            headers = {HTTP_TRACE_HEADER: trace_id, **tracing.http_headers()}
+            content: bytes | None = None
+            if signing_secrets:
+                content = _json_dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+                headers[SIGNATURE_HEADER] = sign(signing_secrets, content)
+            try:
+                async with self.session.post(
+                    url,
+                    json=body if content is None else None,
+                    data=content,
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response:
+                    content = await response.read()
+                    outcome: Outcome = classify_response(response.status, content)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", response.status)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                outcome = Failed(classify_error(exc, url))
+            if span is not None and isinstance(outcome, Failed):
+                span.set_status(tracing.error_status(outcome.failure.message))
+        metrics.BACKEND_REQUEST.labels(outcome_name(outcome)).observe(time.perf_counter() - started)
         log.info("backend called", extra=fields(url=url, outcome=describe(outcome)))
         return outcome
+
+
+def outcome_name(outcome: Outcome) -> str:
+    if isinstance(outcome, Accepted):
+        return "accepted"
+    return "completed" if isinstance(outcome, CompletedAtOnce) else "failed"
 
 
 def _json_dumps(value: Any) -> str:

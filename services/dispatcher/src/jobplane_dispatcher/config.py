@@ -28,6 +28,9 @@ class Settings(CommonSettings):
     # How long after a stored outcome (a failure report, a result at once) its event may stay
     # unpublished before the gateway's relay publishes it (the announce_due_at outbox).
     announce_grace_seconds: float = Field(default=30.0, gt=0)
+    # A disabled app's due job is held (not dispatched); it is requested again after this
+    # many seconds, or as soon as the app is enabled again, whichever comes first.
+    held_recheck_seconds: float = Field(default=60.0, gt=0)
 
     @property
     def announce_grace(self) -> timedelta:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from jobplane import metrics, tracing
 from jobplane.events import Failure, FailureKind
 from jobplane.jobs import Job
 from jobplane.kafka import Publisher
@@ -74,5 +75,11 @@ class DeadlineSweeper:
             )
             if reported is None:
                 return  # its outcome was reported first
+            metrics.BACKEND_FAILURES.labels(failure.kind.value).inc()
             log.warning("attempt timed out", extra=fields(deadline=deadline))
-            await self.publisher.publish(self.topics.failed, job.failed_event(failure))
+            attributes: dict[str, str | int] = {
+                "jobplane.job_id": job.job_id,
+                "jobplane.attempt": job.attempt,
+            }
+            with tracing.span("deadline passed", job.trace_id, attributes=attributes):
+                await self.publisher.publish(self.topics.failed, job.failed_event(failure))

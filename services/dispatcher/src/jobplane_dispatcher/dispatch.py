@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobplane import metrics
 from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested
 from jobplane.jobs import Job, JobStatus
 from jobplane.kafka import PermanentError, Publisher, Record
@@ -158,6 +159,9 @@ class Dispatcher:
         if app is None:
             await self._reject(event, f"app {event.app_id!r} is not registered")
             return
+        if app.disabled:
+            await self._hold(event)
+            return
         timeout_seconds = attempt_timeout_seconds(event, app)
         call = _Call(event, app, payload, timeout_seconds)
         done = await self._claim_and_call(call, taking_over_before=None)
@@ -203,7 +207,13 @@ class Dispatcher:
                 callback_token=claim.token,
                 deadline=claim.deadline,
             )
-            return claim, await self.backend.dispatch(call.app.backend_url, body, event.trace_id)
+            # Apps with a webhook secret get their dispatches signed (no cost for the others).
+            secrets = call.app.signing_secrets(utcnow()) if call.app.webhook_secret else ()
+            outcome = await self.backend.dispatch(
+                call.app.backend_url, body, event.trace_id, signing_secrets=secrets
+            )
+            metrics.DISPATCH_LATENCY.observe((utcnow() - event.occurred_at).total_seconds())
+            return claim, outcome
 
     async def _slow_path(self, call: _Call) -> tuple[Claim, Outcome] | None:
         """The claim matched nothing: find out why, outside the app's concurrency limit.
@@ -252,6 +262,27 @@ class Dispatcher:
             )
         return None
 
+    async def _hold(self, event: JobRequested) -> None:
+        """The app is disabled: the attempt is held, not dispatched (one guarded write); the
+        job stays queued / retry_scheduled and is requested again when the app is enabled
+        (or, at the latest, after ``held_recheck_seconds``)."""
+        recheck_at = utcnow() + timedelta(seconds=self.settings.held_recheck_seconds)
+        held = await self.store.hold(
+            event.job_id, event.attempt, app_id=event.app_id, recheck_at=recheck_at
+        )
+        if held is not None:
+            log.info("app is disabled: job held", extra=fields(recheck_at=recheck_at.isoformat()))
+            return
+        job = await self.store.get_job(event.job_id)
+        if job is None:
+            # A job produced straight to Kafka: the same rule as the gateway's 403.
+            await self._reject(event, f"app {event.app_id!r} is disabled")
+            return
+        log.info(
+            "attempt not due (duplicate or stale event); nothing to do",
+            extra=fields(status=job.status.value, job_attempt=job.attempt),
+        )
+
     async def _create_direct_job(self, event: JobRequested) -> Job | None:
         """A job an app produced straight to Kafka: stored here, once its user is known."""
         if await self.store.cached_user(event.app_id, event.user_id) is None:
@@ -259,17 +290,7 @@ class Dispatcher:
                 event, f"user {event.user_id!r} of app {event.app_id!r} is not registered"
             )
             return None
-        job, created = await self.store.create_job(
-            NewJob(
-                job_id=event.job_id,
-                app_id=event.app_id,
-                user_id=event.user_id,
-                job_type=event.job_type,
-                payload=event.payload,
-                timeout_seconds=event.timeout_seconds,
-                trace_id=event.trace_id,
-            )
-        )
+        job, created = await self.store.create_job(NewJob.of_request(event))
         if created:
             log.info("job created from a direct job.requested")
         return job
@@ -294,6 +315,8 @@ class Dispatcher:
             if job is None:
                 log.info("completed at once, but the attempt has moved on already")
             else:
+                metrics.JOBS_COMPLETED.labels(job.app_id, job.job_type).inc()
+                metrics.observe_outcome("succeeded", job.created_at, job.updated_at)
                 await self.publisher.publish(self.topics.completed, job.completed_event())
         else:
             assert isinstance(outcome, Failed)
@@ -308,6 +331,7 @@ class Dispatcher:
             if reported is None:
                 log.info("attempt failed, but its outcome was reported already")
             else:
+                metrics.BACKEND_FAILURES.labels(failure.kind.value).inc()
                 await self._publish_failure(event, failure)
 
     async def _reject(self, event: JobRequested, reason: str) -> None:
@@ -347,12 +371,7 @@ def within_limits(outcome: Outcome, max_result_bytes: int) -> Outcome:
 
 def failed_event(event: JobRequested, failure: Failure) -> JobFailed:
     return JobFailed(
-        job_id=event.job_id,
-        app_id=event.app_id,
-        user_id=event.user_id,
-        attempt=event.attempt,
-        trace_id=event.trace_id,
-        job_type=event.job_type,
+        **event.envelope.fields(),
         payload=event.payload,
         timeout_seconds=event.timeout_seconds,
         failure=failure,

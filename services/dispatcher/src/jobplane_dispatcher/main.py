@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jobplane import service
+from jobplane import metrics, service, tracing
 from jobplane.connections import connect, consume
 from jobplane.events import Event, JobRequested
 
@@ -23,6 +23,14 @@ def _expected(topic: str) -> type[Event]:
 
 async def serve(settings: Settings) -> None:
     """Dispatch requested jobs and sweep deadlines until cancelled."""
+    with (
+        tracing.traced(SERVICE),
+        metrics.exported(settings.metrics_port, settings.metrics_host),
+    ):
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     async with (
         connect(settings, f"jobplane-{SERVICE}") as conns,
         BackendClient(settings) as backend,

@@ -14,11 +14,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, status
 from jobplane.logs import HTTP_TRACE_HEADER
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobplane_gateway.schemas import ReportedError
 
 WEBHOOK = "job-dispatch"
+OUTCOME_WEBHOOK = "job-outcome"
+_SIGNATURE_DOC = (
+    "With the app's webhook secret: `t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw "
+    'body>">`. Verify it over the raw bytes (`jobplane_client.webhooks.verify`).'
+)
 
 
 class DispatchRequest(BaseModel):
@@ -91,13 +96,80 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class _Described(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutcomeError(_Described):
+    kind: str | None = Field(description="The last failure's kind (reported, http_status, …).")
+    message: str
+
+
+class OutcomeJob(_Described):
+    job_id: str
+    app_id: str
+    user_id: str
+    job_type: str
+    status: Literal["succeeded", "dead"]
+    attempt: int
+    trace_id: str
+    result: Any = Field(default=None, description='With "succeeded": the job\'s result.')
+    error: OutcomeError | None = Field(default=None, description='With "dead": why.')
+
+
+class OutcomeEvent(_Described):
+    """What the platform POSTs to an app's ``webhook_url`` when one of its jobs ends."""
+
+    id: str = Field(
+        description="`<job_id>:<outcome>`: the same on every try of one delivery (drop repeats)."
+    )
+    type: Literal["job.succeeded", "job.dead"]
+    occurred_at: datetime
+    job: OutcomeJob
+
+
+_OUTCOME_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Any 2xx: delivered; the outcome is not sent again."},
+    500: {
+        "description": (
+            "Anything else (any other status, no answer within WEBHOOK_TIMEOUT_SECONDS, no "
+            "connection): tried again later, the wait doubling, WEBHOOK_MAX_ATTEMPTS in all."
+        )
+    },
+}
+
+
 def install(app: FastAPI) -> None:
+    @app.webhooks.post(OUTCOME_WEBHOOK, responses=_OUTCOME_ANSWERS)
+    def job_outcome(
+        body: OutcomeEvent,
+        jobplane_signature: Annotated[
+            str, Header(alias="Jobplane-Signature", description=_SIGNATURE_DOC)
+        ],
+        jobplane_webhook_id: Annotated[
+            str, Header(alias="Jobplane-Webhook-Id", description="The body's `id`.")
+        ],
+        jobplane_webhook_attempt: Annotated[
+            int, Header(alias="Jobplane-Webhook-Attempt", description="1 for the first try.")
+        ],
+    ) -> None:
+        """The platform → app notice of an outcome: one POST to the app's ``webhook_url``
+        when a job of the app succeeds or dies, signed with the app's webhook secret, once
+        per job and outcome (recorded like the e-mails), tried again while it fails."""
+
     @app.webhooks.post(WEBHOOK, status_code=status.HTTP_202_ACCEPTED, responses=_ANSWERS)
     def job_dispatch(
         body: DispatchRequest,
         x_trace_id: Annotated[
             str | None,
             Header(alias=HTTP_TRACE_HEADER, description="The job's trace id, for the logs."),
+        ] = None,
+        jobplane_signature: Annotated[
+            str | None,
+            Header(
+                alias="Jobplane-Signature",
+                description="Present when the app has a webhook secret. " + _SIGNATURE_DOC,
+            ),
         ] = None,
     ) -> None:
         """The platform → app backend call: one POST per attempt to the app's

@@ -35,6 +35,13 @@ class Settings(CommonSettings):
     announce_grace_seconds: float = Field(default=30.0, gt=0)
     relay_batch: int = Field(default=100, ge=1, le=10_000)
     relay_max_backoff_seconds: float = Field(default=600.0, gt=0)
+    # The longest one redrive request may take at its rate (``matched / rate_per_second``):
+    # a slower one is refused (422) before anything is redriven, rather than holding an
+    # HTTP request open for hours.
+    redrive_max_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # Signs the links to jobs' results pages (``/results/<job_id>``) that the notifier puts
+    # in its mails: the notifier's RESULTS_LINK_SECRET. Unset: no results pages (404).
+    results_link_secret: SecretStr | None = None
     # On SIGTERM: how long the requests in flight may take to finish before they are cut.
     shutdown_timeout_seconds: int = Field(default=10, ge=0, le=300)
 
@@ -44,3 +51,5 @@ class Settings(CommonSettings):
 
     # What a 503 tells the client to wait before it retries (the Retry-After header).
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    # How long a dashboard login (a session cookie given for the admin key) stays valid.
+    dashboard_session_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)

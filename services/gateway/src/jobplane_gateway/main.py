@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
-from jobplane import service
+from jobplane import metrics, service, tracing
 from jobplane.connections import Connections, connect
 from jobplane.logs import fields
 
-from jobplane_gateway import backend_contract, docs, errors, relay
+from jobplane_gateway import backend_contract, dashboard, docs, errors, relay
 from jobplane_gateway.api.main import api_router
 from jobplane_gateway.bodylimit import BodySizeLimit
 from jobplane_gateway.config import Settings
@@ -44,7 +44,8 @@ def describe_limits(settings: Settings) -> str:
         f"{max_raw_body_bytes(settings)} bytes; over them, `413`. Timeouts are whole seconds "
         "from 1 to 86400. A `503` carries `Retry-After` "
         f"({settings.retry_after_seconds} s). The platform's call to an app's backend is "
-        "described under *webhooks* (`job-dispatch`)."
+        "described under *webhooks* (`job-dispatch`), and so is its notice of each outcome "
+        "to an app's `webhook_url` (`job-outcome`)."
     )
 
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     app.add_middleware(TraceMiddleware)
     app.include_router(api_router)
     docs.install(app)
+    dashboard.install(app)
     backend_contract.install(app)
     return app
 
@@ -110,6 +112,14 @@ async def serve(settings: Settings) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.set_inheritable(True)
+    with (
+        tracing.traced(SERVICE),
+        metrics.exported(settings.metrics_port, settings.metrics_host, in_process=True),
+    ):
+        await _serve(settings, sock)
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
     async with connect(settings, SERVICE) as conns, relaying(conns, settings):
         config = uvicorn.Config(
             create_app(settings, conns),

@@ -1,10 +1,11 @@
 """Trace ids and one JSON access log line per request.
 
 Every request runs with its trace id bound to the log context: the ``X-Trace-Id`` header
-when the caller sent a sane one, a new id otherwise. The id is echoed in the response
-headers and kept in ``request.state.trace_id``; ``request.state.trace_supplied`` says whether
-the caller sent it. A route that learns the job id puts it in ``request.state.job_id`` for
-the access line.
+when the caller sent a sane one, else the trace id of a W3C ``traceparent`` header (a caller
+that traces with OpenTelemetry: the job joins its trace), a new id otherwise. The id is
+echoed in the response headers and kept in ``request.state.trace_id``;
+``request.state.trace_supplied`` says whether the caller sent it in ``X-Trace-Id``. A route
+that learns the job id puts it in ``request.state.job_id`` for the access line.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import re
 import time
 from typing import Any
 
+from jobplane import tracing
 from jobplane.logs import HTTP_TRACE_HEADER, bind, fields, new_trace_id
+from jobplane.tracing import Span, SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("jobplane_gateway.access")
 
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HEADER = HTTP_TRACE_HEADER.lower().encode()
+_TRACEPARENT = tracing.TRACEPARENT.encode()
 
 
 class TraceMiddleware:
@@ -32,9 +36,17 @@ class TraceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
+        supplied = traceparent = None
+        for name, value in scope["headers"]:
+            if name == _HEADER:
+                supplied = value.decode("latin-1")
+            elif name == _TRACEPARENT:
+                traceparent = value.decode("latin-1")
         trace_supplied = supplied is not None and _TRACE_ID.match(supplied) is not None
-        trace_id = supplied if trace_supplied and supplied else new_trace_id()
+        trace_id = supplied if trace_supplied and supplied else None
+        if trace_id is None and traceparent is not None:
+            trace_id = tracing.traceparent_trace_id(traceparent)
+        trace_id = trace_id or new_trace_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["trace_id"] = trace_id
         state["trace_supplied"] = trace_supplied
@@ -52,7 +64,19 @@ class TraceMiddleware:
             await send(message)
 
         begin = time.perf_counter()
-        with bind(trace_id=trace_id):
+        method = scope["method"]
+        # A server span while tracing is on: in the request's trace id, child of the caller's
+        # traceparent when of the same trace (a backend's callback sending the dispatch's back).
+        with (
+            bind(trace_id=trace_id),
+            tracing.span(
+                f"{method} {scope['path']}",
+                trace_id,
+                kind=SpanKind.SERVER,
+                traceparent=traceparent,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+            ) as span,
+        ):
             try:
                 await self.app(scope, receive, send_with_trace)
             except Exception:
@@ -61,6 +85,8 @@ class TraceMiddleware:
                     await _internal_error(send_with_trace)
             finally:
                 job_id = state.get("job_id") or scope.get("path_params", {}).get("job_id")
+                if span is not None:
+                    _describe(span, scope, status, job_id)
                 # A route may have re-bound the trace id (a callback joins its job's trace).
                 with bind(trace_id=state["trace_id"], job_id=job_id):
                     log.info(
@@ -72,6 +98,16 @@ class TraceMiddleware:
                             duration_ms=round((time.perf_counter() - begin) * 1000, 1),
                         ),
                     )
+
+
+def _describe(span: Span, scope: Scope, status: int, job_id: str | None) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    if route:  # the template, not the path: one span name for every job
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if job_id:
+        span.set_attribute("jobplane.job_id", job_id)
 
 
 async def _internal_error(send: Send) -> None:

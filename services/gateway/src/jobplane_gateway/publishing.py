@@ -32,11 +32,14 @@ class EventBus:
     topics: Topics
     timeout_seconds: float
 
-    async def announce(self, topic: str, event: Event) -> bool:
-        """Publish ``event`` and wait for the ack, at most ``timeout_seconds``. False when it
-        did not come: the event is owed in the store, the relay will publish it."""
+    async def announce(self, topic: str, event: Event, encoded: bytes | None = None) -> bool:
+        """Publish ``event`` (``encoded``: its bytes, if at hand) and wait for the ack, at most
+        ``timeout_seconds``. False when it did not come: the event is owed in the store, the
+        relay will publish it."""
         try:
-            await asyncio.wait_for(self.publisher.publish(topic, event), self.timeout_seconds)
+            await asyncio.wait_for(
+                self.publisher.publish(topic, event, encoded), self.timeout_seconds
+            )
         except PUBLISH_ERRORS as exc:
             log.warning(
                 "event not acknowledged; the outbox relay will publish it",

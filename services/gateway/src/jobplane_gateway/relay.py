@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+from jobplane import metrics
 from jobplane.jobs import OwedTopic
 from jobplane.kafka import Publisher, error_cause
 from jobplane.logs import bind, fields
@@ -65,7 +66,13 @@ class Relay:
         """Re-publish the overdue events of one batch; returns how many were published."""
         now = utcnow()
         published = 0
-        for job in await self.store.due_announcements(now, self.batch):
+        due = await self.store.due_announcements(now, self.batch)
+        # The backlog: the batch tells it while it is smaller than a batch (no extra query).
+        backlog = (
+            len(due) if len(due) < self.batch else await self.store.count_due_announcements(now)
+        )
+        metrics.OUTBOX_DUE.set(backlog)
+        for job in due:
             owed = job.owed_event()
             if owed is None:
                 # Nothing in the job's state to announce (e.g. a claimed attempt whose
@@ -93,6 +100,7 @@ class Relay:
                 if published == 0:  # passes RepeatFilter only after an outage: "back"
                     log.info("relay publishes", extra=fields(recovered=RELAY_PUBLISH))
                 published += 1
+                metrics.OUTBOX_RELAYED.labels(owed_topic.value).inc()
                 log.info(
                     "owed event relayed",
                     extra=fields(

@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, status
-from jobplane.events import Failure
-from jobplane.jobs import Attempt, Job, JobStatus, Report
+from jobplane.events import Failure, FailureKind
+from jobplane.jobs import Attempt, Cancellation, Job, JobStatus, Redrive, Report
 from jobplane.store import App, Notification
 from jobplane.validation import (
     APP_ID_PATTERN,
+    JOB_ID_PATTERN,
     JOB_TYPE_PATTERN,
     MAX_TIMEOUT_SECONDS,
     MIN_TIMEOUT_SECONDS,
@@ -103,6 +104,17 @@ class _Body(BaseModel):
 # -- apps -------------------------------------------------------------------------------
 
 
+_WEBHOOK_URL_DOC = (
+    "Where Jobplane POSTs each outcome of the app's jobs (succeeded, dead), signed with the "
+    "app's webhook secret (header `Jobplane-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+    '"<t>.<body>">`).'
+)
+_WEBHOOK_KEY_DOC = (
+    "The secret that signs the app's webhooks: shown in this answer only (when it is new)."
+)
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
+
+
 class AppCreate(_Body):
     model_config = ConfigDict(
         json_schema_extra={
@@ -123,11 +135,13 @@ class AppCreate(_Body):
     default_timeout_seconds: Timeout = 3600
     admin_emails: list[Email] = Field(default_factory=list, max_length=MAX_ADMIN_EMAILS)
     max_concurrency: int = Field(default=16, ge=1, le=MAX_CONCURRENCY)
+    webhook_url: WebhookUrl | None = Field(default=None, description=_WEBHOOK_URL_DOC)
 
 
 class AppCreated(BaseModel):
     app_id: str
     api_key: str = Field(description="Shown once: only its hash is stored.")
+    webhook_secret: str | None = Field(default=None, description=_WEBHOOK_KEY_DOC)
 
 
 class AppUpdate(_Body):
@@ -140,8 +154,21 @@ class AppUpdate(_Body):
     disabled: bool | None = Field(
         default=None,
         description=(
-            "A disabled app's new jobs are refused (403); its stored jobs are kept. "
+            "A disabled app's new jobs are refused (403); its queued jobs are held (not "
+            "dispatched, not lost) until it is enabled again. "
             "Other gateways see the change within 10 seconds (their app cache)."
+        ),
+    )
+    webhook_url: WebhookUrl | None = Field(
+        default=None,
+        description=_WEBHOOK_URL_DOC + " `null` removes it (and its secret).",
+    )
+    rotate_webhook_secret: bool | None = Field(
+        default=None,
+        description=(
+            "`true`: a new webhook secret replaces the old one (in the answer, once); for 24 "
+            "hours deliveries are signed with both (two `v1=` in `Jobplane-Signature`). An "
+            "app given its first webhook URL gets a secret anyway."
         ),
     )
 
@@ -149,14 +176,16 @@ class AppUpdate(_Body):
     def _changes_something(self) -> AppUpdate:
         if not self.model_fields_set:
             raise ValueError("nothing to change: send at least one field")
-        for name in self.model_fields_set:
+        for name in self.model_fields_set - {"webhook_url"}:
             if getattr(self, name) is None:
                 raise ValueError(f'"{name}" cannot be null: leave it out to keep it')
         return self
 
     def changes(self) -> dict[str, Any]:
-        """The app document's fields to set."""
-        changes = self.model_dump(exclude_unset=True)
+        """The app document's fields to set (the webhook's are the route's business)."""
+        changes = self.model_dump(
+            exclude_unset=True, exclude={"webhook_url", "rotate_webhook_secret"}
+        )
         if self.backend_url is not None:
             changes["backend_url"] = str(self.backend_url)
         return changes
@@ -173,11 +202,16 @@ class AppOut(BaseModel):
     disabled: bool
     created_at: datetime
     updated_at: datetime | None
+    webhook_url: str | None = None
 
     @classmethod
     def of(cls, app: App) -> AppOut:
-        # Only the fields above are read from the app: never its key hash.
+        # Only the fields above are read from the app: never its key hash nor its secret.
         return cls.model_validate(app, from_attributes=True)
+
+
+class AppUpdated(AppOut):
+    webhook_secret: str | None = Field(default=None, description=_WEBHOOK_KEY_DOC)
 
 
 class AppList(BaseModel):
@@ -373,17 +407,94 @@ class Stats(BaseModel):
     by_app: dict[str, dict[JobStatus, int]]
 
 
+class RedriveOut(BaseModel):
+    """One redrive of the dead job: its earlier run ended at ``from_attempt``."""
+
+    at: datetime
+    by: str = Field(description='"admin", or "app:<app_id>" for the app\'s own redrive.')
+    from_attempt: int = Field(description="The attempt the earlier run died at.")
+    error: ErrorOut | None = Field(description="The failure the earlier run died of.")
+    user_mails: dict[str, str] = Field(description="The earlier run's mails to the user.")
+
+    @classmethod
+    def of(cls, redrive: Redrive) -> RedriveOut:
+        return cls(
+            at=redrive.at,
+            by=redrive.by,
+            from_attempt=redrive.from_attempt,
+            error=ErrorOut.of(redrive.failure),
+            user_mails=redrive.mail_states,
+        )
+
+
+class CancelledOut(BaseModel):
+    at: datetime
+    by: str = Field(description='"admin", or "app:<app_id>".')
+
+    @classmethod
+    def of(cls, cancellation: Cancellation | None) -> CancelledOut | None:
+        if cancellation is None:
+            return None
+        return cls(at=cancellation.at, by=cancellation.by)
+
+
+_RUN_ATTEMPT_DOC = (
+    "The latest attempt counted from the start of the current run: equal to `attempt` "
+    "until the job is redriven. A redriven job's attempt numbers go on from the attempt it "
+    "died at (`attempts` keeps every run's); its retry allowance starts over."
+)
+
+
+class WebhookOut(BaseModel):
+    """The app's webhook about the job's outcome."""
+
+    outcome: str = Field(description='"succeeded" or "dead".')
+    state: str = Field(description='"claimed" (being POSTed), "sent", "retrying" or "failed".')
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> WebhookOut | None:
+        """The delivery of the job's present outcome (earlier runs' are history)."""
+        outcome = job.status.value
+        delivery = job.webhooks.get(outcome)
+        if delivery is None:
+            return None
+        return cls(
+            outcome=outcome,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            next_attempt_at=delivery.next_attempt_at,
+            sent_at=delivery.sent_at,
+        )
+
+
 class JobOut(JobSummary):
-    """A job with its whole timeline: every attempt, the result, the notifications."""
+    """A job with its whole timeline: every attempt, the result, the notifications, its
+    redrives, its cancellation, whether it is held (its app is disabled)."""
 
     attempts: list[AttemptOut]
     result: Any
     notified: NotifiedOut
+    run_attempt: int = Field(description=_RUN_ATTEMPT_DOC)
+    redrives: list[RedriveOut] = Field(description="Every redrive of the job, oldest first.")
+    cancelled: CancelledOut | None = Field(description="Who cancelled the job, and when.")
+    held_at: datetime | None = Field(
+        description="Set while the job waits because its app is disabled: it is not "
+        "dispatched, and runs when the app is enabled again."
+    )
+    webhook: WebhookOut | None = Field(
+        default=None, description="The app's outcome webhook; null: none (yet)."
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
+        summary = _summary_fields(job)
         return cls(
-            **_summary_fields(job),
+            **summary,
             attempts=[AttemptOut.of(a) for a in job.attempts],
             result=json.loads(job.result) if job.result is not None else None,
             notified=NotifiedOut(
@@ -392,6 +503,11 @@ class JobOut(JobSummary):
                 admins=job.notified_admins_at is not None,
                 admins_at=job.notified_admins_at,
             ),
+            run_attempt=max(0, summary["attempt"] - job.run_start_attempt + 1),
+            redrives=[RedriveOut.of(r) for r in job.redrives],
+            cancelled=CancelledOut.of(job.cancelled),
+            held_at=job.held_at,
+            webhook=WebhookOut.of(job),
         )
 
 
@@ -496,3 +612,108 @@ class ResultRecorded(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+# -- operators: redrive and cancel --------------------------------------------------------
+
+MAX_REDRIVE = 1000
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)]
+
+
+class RedriveRequest(_Body):
+    """Which dead jobs to redrive: ``job_ids``, or a filter (every field narrows it; none:
+    every dead job in reach). ``since`` / ``until`` bound the jobs' creation time."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"job_ids": ["4f1c0d9e8a7b4c3d9e8f7a6b5c4d3e2f"]},
+                {
+                    "app_id": "photo-app",
+                    "failure_kind": "timeout",
+                    "since": "2026-11-23T00:00:00Z",
+                    "dry_run": True,
+                    "limit": 100,
+                    "rate_per_second": 20,
+                },
+            ]
+        }
+    )
+
+    job_ids: list[JobId] | None = Field(
+        default=None, min_length=1, max_length=MAX_REDRIVE, description="These jobs only."
+    )
+    app_id: AppId | None = Field(
+        default=None, description="Admin only: one app's dead jobs (an app redrives its own)."
+    )
+    failure_kind: FailureKind | None = Field(
+        default=None, description="Dead jobs whose last failure is of this kind."
+    )
+    since: datetime | None = Field(default=None, description="Jobs created at or after.")
+    until: datetime | None = Field(default=None, description="Jobs created before.")
+    dry_run: bool = Field(default=False, description="List what would be redriven, change nothing.")
+    limit: int = Field(
+        default=100, ge=1, le=MAX_REDRIVE, description="At most this many jobs of a filter."
+    )
+    rate_per_second: float = Field(
+        default=20.0, gt=0, le=1000, description="At most this many redrives per second."
+    )
+
+    @model_validator(mode="after")
+    def _ids_or_filter(self) -> RedriveRequest:
+        if self.job_ids is not None and (
+            self.app_id or self.failure_kind or self.since or self.until
+        ):
+            raise ValueError("give either job_ids or a filter (app_id, failure_kind, since, until)")
+        for name in ("since", "until"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} needs a time zone (for example 2026-01-01T00:00:00Z)")
+        return self
+
+
+class SkippedJob(BaseModel):
+    job_id: str
+    reason: str = Field(examples=["not dead (succeeded)"])
+
+
+class RedriveResult(BaseModel):
+    """What the redrive did (or, on a dry run, would do)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "dry_run": False,
+                    "matched": 2,
+                    "redriven": ["4f1c0d9e8a7b4c3d9e8f7a6b5c4d3e2f"],
+                    "skipped": [
+                        {
+                            "job_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                            "reason": "no longer dead: redriven already, or moved on",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    dry_run: bool
+    matched: int = Field(description="How many dead jobs the request picked.")
+    redriven: list[str] = Field(
+        description="The jobs redriven (queued again), or on a dry run those that would be."
+    )
+    skipped: list[SkippedJob] = Field(description="Jobs named or picked but not redriven.")
+
+
+class CancelConflict(BaseModel):
+    """``409``: the job finished already; nothing was changed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"detail": "job '4f1c0d9e' is succeeded already", "status": "succeeded"}]
+        }
+    )
+
+    detail: str
+    status: JobStatus = Field(description="The job's status: succeeded, dead or cancelled.")

@@ -13,6 +13,11 @@ def new_api_key(app_id: str) -> str:
     return f"{app_id}.{new_secret()}"
 
 
+def new_webhook_secret() -> str:
+    """A fresh secret to sign an app's webhooks with (kept as it is: it signs)."""
+    return f"whsec_{new_secret()}"
+
+
 def app_id_of(api_key: str) -> str | None:
     """The app id an API key claims to belong to (app ids hold no dot)."""
     app_id, dot, secret = api_key.partition(".")
@@ -28,4 +33,11 @@ def is_admin_key(presented: str, admin_key: SecretStr) -> bool:
     return hmac.compare_digest(hash_secret(presented), hash_secret(admin_key.get_secret_value()))
 
 
-__all__ = ["api_key_matches", "app_id_of", "hash_secret", "is_admin_key", "new_api_key"]
+__all__ = [
+    "api_key_matches",
+    "app_id_of",
+    "hash_secret",
+    "is_admin_key",
+    "new_api_key",
+    "new_webhook_secret",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from jobplane.config import CommonSettings
+from jobplane.config import CommonSettings, EnvList
 from pydantic import Field, SecretStr, model_validator
 
 
@@ -24,11 +24,28 @@ class Settings(CommonSettings):
     claim_timeout_seconds: float = Field(default=120.0, gt=0)
     mail_from: str = "Jobplane <jobplane@localhost>"
 
-    # Platform-wide administrators, alerted of every dead job; env: a JSON list.
-    admin_emails: list[str] = Field(default_factory=list)
+    # Platform-wide administrators, alerted of every dead job; env: a JSON list or
+    # comma-separated addresses.
+    admin_emails: EnvList[str] = Field(default_factory=list)
     # Base URL of a status page for links in mails: "{job_id}" in it is replaced by the job
     # id, otherwise "/<job_id>" is appended. None: no link.
     status_page_url: str | None = None
+
+    # Signed links to each job's results page in the outcome mails (``/results/<job_id>``
+    # of the gateway at ``results_page_url``, its public URL). The secret is shared with
+    # the gateway (its RESULTS_LINK_SECRET); a link expires ``results_link_ttl_seconds``
+    # after its mail. Without both, the mails link to ``status_page_url`` if set.
+    results_page_url: str | None = None
+    results_link_secret: SecretStr | None = None
+    results_link_ttl_seconds: int = Field(default=30 * 86_400, ge=60)
+
+    # Apps' outcome webhooks: one POST may take ``webhook_timeout_seconds``; a failed one is
+    # tried again after a wait doubling from ``webhook_retry_base_seconds`` up to
+    # ``webhook_retry_max_seconds`` (with jitter), ``webhook_max_attempts`` times in all.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
 
     # Events handled at once.
     concurrency: int = Field(default=8, ge=1)
@@ -39,5 +56,10 @@ class Settings(CommonSettings):
             raise ValueError(
                 "claim_timeout_seconds must be longer than smtp_timeout_seconds: a claim "
                 "taken over while its sender is still at work would send the mail twice"
+            )
+        if self.claim_timeout_seconds <= self.webhook_timeout_seconds:
+            raise ValueError(
+                "claim_timeout_seconds must be longer than webhook_timeout_seconds: a "
+                "delivery taken over while its sender is still at work would be POSTed twice"
             )
         return self

@@ -11,8 +11,11 @@ can stop its mail. An address that is not safe stays refused: ``MailRefusedError
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
+import random
+import sys
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +25,12 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, parseaddr
 
+from aiosmtplib.email import flatten_message
 from jobplane.events import utc_now
 from jobplane.logs import fields
 
 from jobplane_notifier.config import Settings
-from jobplane_notifier.smtp import MailRefusedError, SendFailedError, SmtpPool
+from jobplane_notifier.smtp import MailRefusedError, Outgoing, SendFailedError, SmtpPool
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,69 @@ class Mail:
     headers: Mapping[str, str]
 
 
+# The longest header line written as it is (RFC 5322's "SHOULD"); a longer one is folded
+# by the generator.
+_MAX_PLAIN_LINE = 78
+# Where compat32's header folding may break a line.
+_FOLD_POINTS = frozenset(" \t;,")
+# Base64 line length of the generator's body encoding (email.base64mime.body_encode).
+_BASE64_LINE = 76
+
+
+def _plain(mail: Mail) -> bool:
+    """True for a mail the direct writer can take (then the checks of build hold too)."""
+    return mail.to.isascii() and header_safe(mail.to) == mail.to and "," not in mail.to
+
+
+def _plain_header(name: str, value: str) -> bool:
+    """ASCII, and either short or one word (no place the generator would fold it at)."""
+    if not value.isascii():
+        return False
+    return _fits(name, value) or not any(ch in _FOLD_POINTS for ch in value)
+
+
+def _fits(name: str, value: str) -> bool:
+    return len(name) + 2 + len(value) <= _MAX_PLAIN_LINE
+
+
+def _header_line(name: str, value: str) -> str:
+    # A word too long for its line goes whole onto the next one, as compat32 does with a
+    # Message-ID whose domain is long.
+    return f"{name}: {value}\n" if _fits(name, value) else f"{name}: \n {value}\n"
+
+
+def _boundary() -> str:
+    # As email.generator.Generator._make_boundary: a base64 body cannot contain it.
+    return "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
+
+
+def _base64_part(content_type: str, text: str) -> str:
+    encoded = base64.b64encode(text.encode()).decode("ascii")
+    # Each base64 line ends with a line break (none for an empty body), as body_encode's.
+    lines = "".join(
+        encoded[i : i + _BASE64_LINE] + "\n" for i in range(0, len(encoded), _BASE64_LINE)
+    )
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"\nMIME-Version: 1.0\n'
+        f"Content-Transfer-Encoding: base64\n\n{lines}"
+    )
+
+
+def plain_bytes(headers: list[tuple[str, str]], mail: Mail, boundary: str | None = None) -> bytes:
+    """What compat32's generator writes for :meth:`Mailer.build`'s message of ``mail``
+    (multipart/alternative of base64 text and HTML), when every header is ASCII and either
+    short or a single word."""
+    boundary = boundary or _boundary()
+    head = "".join(_header_line(name, value) for name, value in headers)
+    return (
+        f'Content-Type: multipart/alternative;\n boundary="{boundary}"\n'
+        f"MIME-Version: 1.0\n{head}\n"
+        f"--{boundary}\n{_base64_part('text/plain', mail.text)}\n"
+        f"--{boundary}\n{_base64_part('text/html', mail.html)}\n"
+        f"--{boundary}--\n"
+    ).encode("ascii")
+
+
 def header_safe(value: str) -> str:
     """``value`` without control, format or line/paragraph separator characters (Python's
     ``splitlines()`` breaks at \\x1c-\\x1e, \\x85, \\u2028 too), each replaced by a space."""
@@ -63,6 +130,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.domain = domain_of(settings.mail_from)
+        self._sender = parseaddr(settings.mail_from)[1]
         self.pool = SmtpPool(settings, settings.concurrency)
 
     def build(self, mail: Mail) -> Message:
@@ -102,16 +170,37 @@ class Mailer:
         headers.extend((name, header_safe(value)) for name, value in mail.headers.items())
         return headers
 
-    async def send(self, mail: Mail) -> None:
-        """Send or raise ``MailRefusedError`` (permanent) or ``SendFailedError`` (transient)."""
+    def encode(self, mail: Mail) -> Outgoing:
+        """The envelope and the bytes of ``mail``; raises MailRefusedError.
+
+        The usual mail (ASCII addresses and headers, short header lines) is written straight
+        to the bytes compat32's generator makes of :meth:`build`'s message (a test compares
+        them): the generator took 0.9 ms per mail, four times the rest of the mail's CPU.
+        Anything else goes through :meth:`build` and the generator."""
         try:
-            message = self.build(mail)
+            message = None if _plain(mail) else self.build(mail)
         except ValueError as exc:
             raise MailRefusedError(f"mail to {mail.to!r} cannot be built: {exc}") from exc
+        recipient = parseaddr(mail.to)[1]
+        utf8 = not (self._sender.isascii() and recipient.isascii())
+        if message is None:
+            headers = self._headers(mail)
+            if all(_plain_header(name, value) for name, value in headers):
+                return Outgoing(self._sender, recipient, plain_bytes(headers, mail), utf8)
+            message = self.build(mail)
+        try:
+            data = flatten_message(message, utf8=utf8)
+        except ValueError as exc:
+            raise MailRefusedError(f"message to {recipient!r} cannot be encoded: {exc}") from exc
+        return Outgoing(self._sender, recipient, data, utf8)
+
+    async def send(self, mail: Mail) -> None:
+        """Send or raise ``MailRefusedError`` (permanent) or ``SendFailedError`` (transient)."""
+        outgoing = self.encode(mail)
         try:
             # The whole send, not each command, is bounded: a claim outlives it.
             async with asyncio.timeout(self.settings.smtp_timeout_seconds):
-                await self.pool.send(message)
+                await self.pool.send(outgoing)
         except TimeoutError as exc:
             raise SendFailedError("SMTP send timed out", maybe_delivered=True) from exc
         log.info("mail sent", extra=fields(to=mail.to, message_id=mail.message_id))

@@ -17,21 +17,28 @@ recorded as failed and stops nothing: the other recipients are still served, the
 goes to ``job.dead`` with the reason (``PermanentError``), where its dead letter alerts the
 administrators (a ``job.dead`` event is never dead-lettered again: the event loop logs it).
 A dead letter says nothing about its job's outcome: it alerts the administrators only.
+
+An app with a webhook URL is told each outcome too (``jobplane_notifier.webhooks``), after
+the user's mail is settled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from jobplane import metrics, tracing
 from jobplane.events import Event, JobCompleted, JobDead
 from jobplane.kafka import PermanentError, Record
 from jobplane.logs import fields
-from jobplane.store import JobStore, MailClaim, MailState, utcnow
+from jobplane.results_links import results_link
+from jobplane.store import JobStore, MailClaim, MailState, RunState, utcnow
+from jobplane.tracing import SpanKind
 
 from jobplane_notifier.config import Settings
 from jobplane_notifier.mailer import Mail, Mailer, message_id
@@ -42,8 +49,10 @@ from jobplane_notifier.templates import (
     failure_context,
     is_dead_letter,
     render,
+    status_link,
     success_context,
 )
+from jobplane_notifier.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +98,12 @@ class MailRecord(Protocol):
 class NotificationRecord:
     """A mail recorded in the ``notifications`` collection."""
 
-    def __init__(self, store: JobStore, job_id: str, outcome: str, recipient: str) -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, outcome: str, recipient: str, *, run: str = ""
+    ) -> None:
         self.store = store
-        self.key = notification_key(job_id, outcome, recipient)
+        # ``run``: a redriven job's later runs have mails of their own ("" for the first).
+        self.key = notification_key(job_id + run, outcome, recipient)
         self.job_id = job_id
         self.recipient = recipient
         self.outcome = outcome
@@ -120,10 +132,19 @@ class UserMailRecord:
     """The user's mail about an outcome, recorded on the job; in ``notifications`` for an
     event whose job was never stored."""
 
-    def __init__(self, store: JobStore, job_id: str, outcome: str, recipient: str) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        outcome: str,
+        recipient: str,
+        *,
+        run: RunState | None = None,
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.outcome = outcome
+        self.run = run  # the job's run the outcome is of: a redrive since voids the claim
         self.fallback: NotificationRecord | None = None
         self._fallback_of = NotificationRecord(store, job_id, outcome, recipient)
 
@@ -134,6 +155,7 @@ class UserMailRecord:
             claim_id=claim_id,
             message_id=message_id,
             stale_before=stale_before,
+            run=self.run,
         )
         if claimed is MailClaim.NO_RECORD:
             self.fallback = self._fallback_of
@@ -155,10 +177,32 @@ class UserMailRecord:
 
 
 class Notifier:
-    def __init__(self, store: JobStore, mailer: Mailer, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        mailer: Mailer,
+        settings: Settings,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
         self.store = store
         self.mailer = mailer
         self.settings = settings
+        self.webhooks = webhooks
+
+    def results_url(self, job_id: str) -> str | None:
+        """The signed link to the job's results page, or the plain status link, or None."""
+        secret = self.settings.results_link_secret
+        if self.settings.results_page_url and secret is not None:
+            expires = int(time.time()) + self.settings.results_link_ttl_seconds
+            return results_link(
+                self.settings.results_page_url, secret.get_secret_value(), job_id, expires
+            )
+        return status_link(self.settings.status_page_url, job_id)
+
+    async def _webhook(self, event: JobCompleted | JobDead, outcome: str) -> None:
+        """Tell the app (after the user's mail is settled: see jobplane_notifier.webhooks)."""
+        if self.webhooks is not None:
+            await self.webhooks.deliver(event, outcome, self._claim)
 
     async def handle(self, event: Event, record: Record) -> None:
         await self.notify(event)
@@ -172,6 +216,17 @@ class Notifier:
             raise PermanentError(f"the notifier does not handle {type(event).__name__}")
 
     async def job_completed(self, event: JobCompleted) -> None:
+        # The app's webhook only once the user's mail is settled (sent, skipped or refused
+        # for good): a mail still to send claims later, and its claim would clear the retry
+        # time a failed webhook leaves (``announce_due_at``).
+        try:
+            await self._mail_success(event)
+        except MailRefusedError:
+            await self._webhook(event, SUCCEEDED)
+            raise
+        await self._webhook(event, SUCCEEDED)
+
+    async def _mail_success(self, event: JobCompleted) -> None:
         user = await self.store.cached_user(event.app_id, event.user_id)
         if user is None:
             log.warning(
@@ -182,7 +237,7 @@ class Notifier:
                 event.job_id, SUCCEEDED, MailState.SKIPPED, reason="user not registered"
             )
             return
-        context = success_context(event, self.settings.status_page_url)
+        context = {**success_context(event), "status_url": self.results_url(event.job_id)}
         await self._deliver(
             UserMailRecord(self.store, event.job_id, SUCCEEDED, user.email),
             event.job_id,
@@ -199,6 +254,20 @@ class Notifier:
         # A dead letter is keyed by its own event id: it may carry no job id, and the alert
         # about its job's real end (if it dies later) is another notification.
         subject_id = f"event-{event.event_id}" if dead_letter or not event.job_id else event.job_id
+        run = ""
+        state: RunState | None = None
+        if not dead_letter and event.job_id:
+            state = await self.store.run_of(event.job_id)
+            if state is not None and not state.covers(event.attempt):
+                # The death of a run before a redrive, replayed: its mails went out then.
+                log.info(
+                    "job.dead of an earlier run: nothing to mail",
+                    extra=fields(attempt=event.attempt, run_start_attempt=state.run_start_attempt),
+                )
+                return
+            if state is not None and state.redrives:
+                # Each run that dies alerts the administrators once: keys of its own.
+                run = f".run{state.redrives + 1}"
         refused: list[str] = []
 
         user_notified = False
@@ -217,11 +286,14 @@ class Notifier:
                     event.job_id, DEAD, MailState.SKIPPED, reason=user_problem
                 )
             else:
-                context = failure_context(event, self.settings.status_page_url)
+                context = {
+                    **failure_context(event),
+                    "status_url": self.results_url(event.job_id),
+                }
                 try:
                     await self._deliver(
-                        UserMailRecord(self.store, event.job_id, DEAD, user.email),
-                        subject_id,
+                        UserMailRecord(self.store, event.job_id, DEAD, user.email, run=state),
+                        subject_id + run,
                         DEAD,
                         user.email,
                         MailKind.USER_FAILURE,
@@ -233,6 +305,9 @@ class Notifier:
                 except MailRefusedError as exc:
                     user_problem = f"the mail to the user was refused: {exc}"
                     refused.append(str(exc))
+
+        if not dead_letter:
+            await self._webhook(event, DEAD)
 
         admins = list(self.settings.admin_emails)
         if event.app_id:
@@ -252,8 +327,8 @@ class Notifier:
         for admin in recipients:
             try:
                 await self._deliver(
-                    NotificationRecord(self.store, subject_id, ALERT, admin),
-                    subject_id,
+                    NotificationRecord(self.store, subject_id, ALERT, admin, run=run),
+                    subject_id + run,
                     ALERT,
                     admin,
                     MailKind.ADMIN_ALERT,
@@ -286,7 +361,10 @@ class Notifier:
         """Claim, send, record: at most one mail per record (see the module docstring)."""
         mail_id = message_id(subject_id, outcome, recipient, self.mailer.domain)
         claim_id = uuid.uuid4().hex
-        if not await self._claim(record, claim_id, mail_id):
+        if not await self._claim(
+            lambda stale_before: record.claim(claim_id, mail_id, stale_before)
+        ):
+            metrics.EMAILS_DEDUPLICATED.labels(kind.value).inc()
             log.info("already notified", extra=fields(outcome=outcome, to=recipient))
             return
         subject, text, html = render(kind, language, context)
@@ -303,26 +381,36 @@ class Notifier:
             },
         )
         try:
-            await self.mailer.send(mail)
+            with tracing.span(
+                "smtp send",
+                trace_id,
+                kind=SpanKind.CLIENT,
+                attributes={"jobplane.mail_kind": kind.value, "jobplane.outcome": outcome},
+            ):
+                await self.mailer.send(mail)
         except MailRefusedError as exc:
+            metrics.EMAILS_FAILED.labels(kind.value, "refused").inc()
             log.error("mail refused for good", extra=fields(to=recipient, reason=str(exc)))
             await record.settle(MailState.FAILED, claim_id, reason=str(exc))
             raise
         except SendFailedError as exc:
+            metrics.EMAILS_FAILED.labels(kind.value, "transient").inc()
             if not exc.maybe_delivered:
                 # Nothing reached the server: the next try may claim it at once.
                 await record.release(claim_id)
             raise
+        metrics.EMAILS_SENT.labels(kind.value).inc()
         await _until_recorded(record, claim_id, recipient)
 
-    async def _claim(self, record: MailRecord, claim_id: str, mail_id: str) -> bool:
-        """True once the mail is ours to send; False when it needs no sending (any more).
-        While another sender holds a fresh claim (a duplicate event in flight), wait: it
-        settles soon, or its claim goes stale after the claim timeout and is ours."""
+    async def _claim(self, claim: Callable[[datetime], Awaitable[MailClaim]]) -> bool:
+        """True once the mail (or webhook) is ours to send; False when it needs no sending
+        (any more). While another sender holds a fresh claim (a duplicate event in flight),
+        wait: it settles soon, or its claim goes stale after the claim timeout and is ours.
+        ``claim`` tries once, given the time before which a claim is stale."""
         timeout = timedelta(seconds=self.settings.claim_timeout_seconds)
         delay = 0.05
         while True:
-            claimed = await record.claim(claim_id, mail_id, utcnow() - timeout)
+            claimed = await claim(utcnow() - timeout)
             if claimed is not MailClaim.BUSY:
                 return claimed is MailClaim.CLAIMED
             await asyncio.sleep(delay)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from email.message import Message
-from email.utils import parseaddr
+from typing import NamedTuple
 
 import aiosmtplib
-from aiosmtplib.email import flatten_message
 from jobplane.kafka import PermanentError
 
 from jobplane_notifier.config import Settings
@@ -45,6 +43,16 @@ class SendFailedError(ConnectionError):
         self.maybe_delivered = maybe_delivered
 
 
+class Outgoing(NamedTuple):
+    """A message as it goes on the wire: envelope addresses, bytes, whether it needs
+    SMTPUTF8 (an address is not ASCII)."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    utf8: bool
+
+
 class SmtpPool:
     def __init__(self, settings: Settings, size: int) -> None:
         self.settings = settings
@@ -64,25 +72,19 @@ class SmtpPool:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def send(self, message: Message) -> None:
+    async def send(self, outgoing: Outgoing) -> None:
         """Send one message on a pooled connection; raises MailRefusedError or SendFailedError."""
         client = await self._idle.get()
         try:
-            await self._send_on(client, message)
+            await self._send_on(client, outgoing)
         except BaseException:
             client.close()  # its state is unknown: the next message opens it afresh
             raise
         finally:
             self._idle.put_nowait(client)
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> None:
-        sender = parseaddr(str(message["From"]))[1]
-        recipient = parseaddr(str(message["To"]))[1]
-        utf8 = not (sender.isascii() and recipient.isascii())
-        try:
-            data = flatten_message(message, utf8=utf8)
-        except ValueError as exc:
-            raise MailRefusedError(f"message to {recipient!r} cannot be encoded: {exc}") from exc
+    async def _send_on(self, client: aiosmtplib.SMTP, outgoing: Outgoing) -> None:
+        sender, recipient, data, utf8 = outgoing
         reused = client.is_connected
         try:
             if not reused:

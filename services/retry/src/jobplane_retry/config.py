@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobplane.config import CommonSettings
+from jobplane.config import CommonSettings, EnvList
 from jobplane.topics import RETRY_TIERS
 from pydantic import Field, field_validator
 
@@ -14,9 +14,10 @@ class Settings(CommonSettings):
     # Retries after the first attempt: attempt max_retries + 1 is the last one. One Kafka
     # topic exists per retry tier, so there can be at most RETRY_TIERS retries.
     max_retries: int = Field(default=5, ge=0, le=RETRY_TIERS)
-    # Delay before the N-th retry is retry_delays_seconds[N-1]; env: a JSON list.
+    # Delay before the N-th retry is retry_delays_seconds[N-1]; env: a JSON list or
+    # comma-separated (``RETRY_DELAYS_SECONDS=1,2``).
     # A table shorter than max_retries is extended by doubling its last entry.
-    retry_delays_seconds: list[float] = Field(default=[30.0, 120.0, 600.0, 1800.0, 3600.0])
+    retry_delays_seconds: EnvList[float] = Field(default=[30.0, 120.0, 600.0, 1800.0, 3600.0])
     # Upper bound of a retry's base delay (before jitter).
     max_backoff_seconds: float = Field(default=6 * 3600.0, gt=0)
     # Random extra delay, as a fraction of the base delay: 0.1 = up to +10%, never less.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from jobplane import service
+from jobplane import metrics, service, tracing
 from jobplane.connections import connect, consume
 from jobplane.events import JobFailed
 
@@ -17,6 +17,14 @@ from jobplane_retry.tiers import run_tiers
 
 async def serve(settings: Settings) -> None:
     """Run the router and the delay tiers side by side until cancelled."""
+    with (
+        tracing.traced("retry"),
+        metrics.exported(settings.metrics_port, settings.metrics_host),
+    ):
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     async with connect(settings, "jobplane-retry") as conns:
         router = Router(
             conns.store,

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from jobplane import metrics
 from jobplane.events import AttemptRecord, Event, JobDead, JobFailed, JobRetryScheduled
 from jobplane.jobs import Job
 from jobplane.kafka import Handler, PermanentError, Publisher, Record
@@ -57,14 +58,40 @@ class Router:
         """One guarded write decides; then the decision is published. A write that matches
         nothing (a replay, a stale report) publishes nothing: if an earlier delivery of this
         event wrote but crashed before publishing, the job's announce_due_at makes the
-        gateway's relay publish what it owes."""
-        decision = self.policy.decide(event.failure, event.attempt, self.clock())
-        if isinstance(decision, ScheduleRetry):
-            await self._schedule(event, decision)
-        else:
-            await self._give_up(event, decision)
+        gateway's relay publish what it owes.
 
-    async def _schedule(self, event: JobFailed, decision: ScheduleRetry) -> None:
+        The retry allowance counts from the job's run: a redriven job's attempt numbers
+        go on from where it died, its run starts at ``run_start_attempt``. The first write
+        assumes a job never redriven (no read on the common path); only when it matches
+        nothing is the job read, and a redriven job's failure decided again, counted from
+        its run's start."""
+        if await self._decide(event, event.attempt, run_start_attempt=None):
+            return
+        current = await self.store.get_job(event.job_id)
+        if current is None:
+            await self._unknown(event)
+            return
+        start = current.run_start_attempt
+        if start > 1 and current.attempt == event.attempt:
+            run_attempt = event.attempt - start + 1
+            if await self._decide(event, run_attempt, run_start_attempt=start):
+                return
+            current = await self.store.get_job(event.job_id)
+        _log_stale(event, current)
+
+    async def _decide(
+        self, event: JobFailed, run_attempt: int, *, run_start_attempt: int | None
+    ) -> bool:
+        """Decide with the attempt counted from the run's start, write, publish; False when
+        the write matched nothing."""
+        decision = self.policy.decide(event.failure, run_attempt, self.clock())
+        if isinstance(decision, ScheduleRetry):
+            return await self._schedule(event, decision, run_start_attempt)
+        return await self._give_up(event, decision, run_start_attempt)
+
+    async def _schedule(
+        self, event: JobFailed, decision: ScheduleRetry, run_start_attempt: int | None
+    ) -> bool:
         attempt = event.attempt
         job = await self.store.schedule_retry(
             event.job_id,
@@ -72,10 +99,11 @@ class Router:
             event.failure,
             decision.due_at,
             announce_grace=self.announce_grace,
+            run_start_attempt=run_start_attempt,
         )
         if job is None:
-            await self._unchanged(event)
-            return
+            return False
+        metrics.RETRIES_SCHEDULED.labels(str(decision.tier)).inc()
         log.info(
             "retry scheduled",
             extra=fields(
@@ -86,12 +114,7 @@ class Router:
         await self.publisher.publish(
             self.topics.retry(decision.tier),
             JobRetryScheduled(
-                job_id=event.job_id,
-                app_id=event.app_id,
-                user_id=event.user_id,
-                attempt=attempt,
-                trace_id=event.trace_id,
-                job_type=event.job_type,
+                **event.envelope.fields(attempt=attempt),
                 payload=event.payload,
                 timeout_seconds=event.timeout_seconds,
                 failure=event.failure,
@@ -99,30 +122,37 @@ class Router:
                 due_at=decision.due_at,
             ),
         )
+        return True
 
-    async def _give_up(self, event: JobFailed, decision: GiveUp) -> None:
+    async def _give_up(
+        self, event: JobFailed, decision: GiveUp, run_start_attempt: int | None
+    ) -> bool:
         job = await self.store.mark_dead(
-            event.job_id, event.attempt, event.failure, announce_grace=self.announce_grace
+            event.job_id,
+            event.attempt,
+            event.failure,
+            announce_grace=self.announce_grace,
+            run_start_attempt=run_start_attempt,
         )
         if job is None:
-            await self._unchanged(event)
-            return
+            return False
+        metrics.JOBS_DEAD.labels(job.app_id, job.job_type, event.failure.kind.value).inc()
+        metrics.observe_outcome("dead", job.created_at, job.updated_at)
         log.warning("job is dead", extra=fields(attempt=event.attempt, reason=decision.reason))
         await self._publish_dead(event, decision.reason, tuple(a.to_record() for a in job.attempts))
+        return True
 
-    async def _unchanged(self, event: JobFailed) -> None:
-        """The guard matched nothing: read the job (the slow path) to tell why."""
-        current = await self.store.get_job(event.job_id)
-        if current is None:
-            # Nothing was ever stored (e.g. an unknown app): nothing to retry either, and no
-            # outbox to announce it; say it on job.dead so the admins hear of it.
-            log.warning(
-                "failure of an unknown job; giving up",
-                extra=fields(attempt=event.attempt, reason=event.failure.message),
-            )
-            await self._publish_dead(event, event.failure.message, ())
-            return
-        _log_stale(event, current)
+    async def _unknown(self, event: JobFailed) -> None:
+        """Nothing was ever stored (e.g. an unknown app): nothing to retry either, and no
+        outbox to announce it; say it on job.dead so the admins hear of it."""
+        log.warning(
+            "failure of an unknown job; giving up",
+            extra=fields(attempt=event.attempt, reason=event.failure.message),
+        )
+        # Not the event's ids as labels: anything may be produced to Kafka directly.
+        unknown = metrics.UNKNOWN
+        metrics.JOBS_DEAD.labels(unknown, unknown, event.failure.kind.value).inc()
+        await self._publish_dead(event, event.failure.message, ())
 
     async def _publish_dead(
         self, event: JobFailed, reason: str, attempts: tuple[AttemptRecord, ...]
@@ -130,12 +160,7 @@ class Router:
         await self.publisher.publish(
             self.topics.dead,
             JobDead(
-                job_id=event.job_id,
-                app_id=event.app_id,
-                user_id=event.user_id,
-                attempt=event.attempt,
-                trace_id=event.trace_id,
-                job_type=event.job_type,
+                **event.envelope.fields(),
                 reason=reason,
                 failure=event.failure,
                 attempts=attempts,

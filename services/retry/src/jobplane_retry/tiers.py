@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jobplane import codec
+from jobplane import codec, tracing
 from jobplane.events import Event, JobRequested, JobRetryScheduled, utc_now
 from jobplane.kafka import (
     AsyncConsumer,
@@ -195,37 +195,53 @@ class TierLoop:
                 dead = dead_letter_event(record, exc.reason)
                 self._make_due(record.tp, record.offset, self.topics.dead, dead, None)
                 return
-        self._hold(record.tp, record.offset, event)
+        # Only while tracing is on: the span that scheduled the retry, parent of its release.
+        traceparent = header(record, tracing.TRACEPARENT) if tracing.is_enabled() else None
+        self._hold(record.tp, record.offset, event, traceparent)
 
-    def _hold(self, tp: TopicPartition, offset: int, event: JobRetryScheduled) -> None:
+    def _hold(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        event: JobRetryScheduled,
+        traceparent: str | None = None,
+    ) -> None:
         assert self._loop is not None
         wait_s = (event.due_at - self.clock()).total_seconds()
         if wait_s <= 0:
-            self._release(tp, offset, event)
+            self._release(tp, offset, event, traceparent)
             return
-        handle = self._loop.call_later(wait_s, self._release, tp, offset, event)
+        handle = self._loop.call_later(wait_s, self._release, tp, offset, event, traceparent)
         self.partitions[tp].held[offset] = handle
 
-    def _release(self, tp: TopicPartition, offset: int, event: JobRetryScheduled) -> None:
+    def _release(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        event: JobRetryScheduled,
+        traceparent: str | None = None,
+    ) -> None:
         """The timer fired: request the retry, unless the wall clock says it is early."""
         partition = self.partitions.get(tp)
         if partition is None:
             return  # revoked meanwhile
         partition.held.pop(offset, None)
         if self.clock() < event.due_at:
-            self._hold(tp, offset, event)  # never early, even if the clocks drift apart
+            self._hold(tp, offset, event, traceparent)  # never early, even if clocks drift
             return
         retry = JobRequested(
-            job_id=event.job_id,
-            app_id=event.app_id,
-            user_id=event.user_id,
-            attempt=event.attempt + 1,
-            trace_id=event.trace_id,
-            job_type=event.job_type,
+            **event.envelope.fields(attempt=event.attempt + 1),
             payload=event.payload,
             timeout_seconds=event.timeout_seconds,
         )
-        self._make_due(tp, offset, self.topics.requested, retry, event.due_at)
+        with tracing.span(
+            f"release {tp.topic}",
+            event.trace_id,
+            kind=tracing.SpanKind.CONSUMER,
+            traceparent=traceparent,
+            attributes={"jobplane.job_id": event.job_id, "jobplane.attempt": event.attempt},
+        ):
+            self._make_due(tp, offset, self.topics.requested, retry, event.due_at)
 
     def _make_due(
         self, tp: TopicPartition, offset: int, topic: str, event: Event, due_at: datetime | None
@@ -234,7 +250,10 @@ class TierLoop:
             topic=topic,
             value=codec.encode(event),
             key=event.job_id.encode(),
-            headers=((TRACE_HEADER, event.trace_id.encode()),),
+            headers=(
+                (TRACE_HEADER, event.trace_id.encode()),
+                *tracing.kafka_headers(topic, event.trace_id, event.job_id, event.attempt),
+            ),
         )
         self.due.append(_Due(tp, offset, message, due_at, event))
         self._due_signal.set()

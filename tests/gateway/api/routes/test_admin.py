@@ -124,6 +124,8 @@ async def test_every_admin_route_needs_the_admin_key(gateway: Gateway) -> None:
         ("GET", f"/v1/admin/apps/{app.app_id}/users"),
         ("PATCH", f"/v1/admin/apps/{app.app_id}"),
         ("GET", "/v1/admin/stats"),
+        ("POST", f"/v1/admin/jobs/{job.job_id}/cancel"),
+        ("POST", "/v1/admin/dead/redrive"),
     ]
     openapi = (await gateway.http.get("/openapi.json")).json()
     documented = {
@@ -135,6 +137,8 @@ async def test_every_admin_route_needs_the_admin_key(gateway: Gateway) -> None:
     assert len(documented) == len(routes)
     for method, path in routes:
         kwargs: dict[str, Any] = {"json": {"disabled": True}} if method == "PATCH" else {}
+        if path.endswith("/redrive"):
+            kwargs = {"json": {"dry_run": True}}
         none = await gateway.http.request(method, path, **kwargs)
         as_app = await gateway.http.request(method, path, headers=app.headers, **kwargs)
         assert none.status_code == 401, path
@@ -347,4 +351,12 @@ async def test_stats_count_jobs_by_status_and_by_app(gateway: Gateway) -> None:
         photos.app_id: {**zero, "queued": 1, "dead": 1, "succeeded": 1},
         videos.app_id: {**zero, "queued": 1, "dead": 1},
     }
-    assert set(zero) == {"queued", "dispatched", "running", "retry_scheduled", "succeeded", "dead"}
+    assert set(zero) == {
+        "queued",
+        "dispatched",
+        "running",
+        "retry_scheduled",
+        "succeeded",
+        "dead",
+        "cancelled",
+    }

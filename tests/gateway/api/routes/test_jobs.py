@@ -165,9 +165,14 @@ async def test_status_of_a_new_job(gateway: Gateway) -> None:
         "result": None,
         "last_error": None,
         "notified": {"user": False, "user_at": None, "admins": False, "admins_at": None},
+        "webhook": None,
         "next_attempt_at": None,
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
+        "run_attempt": 0,
+        "redrives": [],
+        "cancelled": None,
+        "held_at": None,
     }
     assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
 

@@ -26,7 +26,7 @@ Cursor = Annotated[
 ]
 
 
-def _utc(name: str, moment: datetime | None) -> datetime | None:
+def as_utc(name: str, moment: datetime | None) -> datetime | None:
     """The moment in UTC; ``422`` without a zone, or outside what a date can hold in UTC
     (``0001-01-01T00:00:00+14:00``)."""
     if moment is None:
@@ -62,8 +62,8 @@ async def job_filters(
         status=job_status,
         job_type=job_type,
         failure_kind=failure_kind.value if failure_kind else None,
-        created_from=_utc("created_from", created_from),
-        created_before=_utc("created_before", created_before),
+        created_from=as_utc("created_from", created_from),
+        created_before=as_utc("created_before", created_before),
     )
 
 

@@ -101,3 +101,26 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
             }
         described[code] = response
     return described
+
+
+def cancel_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The errors of a cancel route: ``codes`` and the ``409`` of a finished job."""
+    from jobplane_gateway.schemas import CancelConflict  # schemas import this module's deps
+
+    return {
+        **errors(*codes),
+        409: {
+            "model": CancelConflict,
+            "description": "The job has finished already (succeeded, dead or cancelled): "
+            "nothing was changed; `status` says how it ended",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "job '4f1c0d9e' is succeeded already: only an unfinished "
+                        "job can be cancelled",
+                        "status": "succeeded",
+                    }
+                }
+            },
+        },
+    }

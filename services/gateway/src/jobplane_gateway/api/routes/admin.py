@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import JSONResponse
 from jobplane.jobs import JobStatus
 from jobplane.logs import fields
+from jobplane.store import APP_CACHE_TTL_SECONDS, utcnow
 from jobplane.validation import APP_ID_PATTERN, JOB_ID_PATTERN
 
+from jobplane_gateway import operations
 from jobplane_gateway.api.deps import JSON_BODY, AdminDep, StoreDep
 from jobplane_gateway.api.listing import (
     DEFAULT_PAGE,
@@ -21,7 +25,8 @@ from jobplane_gateway.api.listing import (
     Limit,
     job_page,
 )
-from jobplane_gateway.api.responses import ADMIN_ERRORS, BODY_ERRORS, errors
+from jobplane_gateway.api.responses import ADMIN_ERRORS, BODY_ERRORS, cancel_errors, errors
+from jobplane_gateway.api.routes.jobs import CANCEL_DOC
 from jobplane_gateway.cursors import (
     id_cursor,
     parse_id_cursor,
@@ -31,17 +36,27 @@ from jobplane_gateway.schemas import (
     AppList,
     AppOut,
     AppUpdate,
+    AppUpdated,
     JobList,
     Stats,
     UserList,
     UserOut,
 )
+from jobplane_gateway.security import new_webhook_secret
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=errors(*ADMIN_ERRORS))
 
 AppIdPath = Annotated[str, Path(pattern=APP_ID_PATTERN)]
+# How long the secret a rotation replaced still signs (next to the new one).
+WEBHOOK_ROTATION_OVERLAP = timedelta(hours=24)
+WEBHOOK_FIELDS = (
+    "webhook_url",
+    "webhook_secret",
+    "webhook_secret_previous",
+    "webhook_previous_until",
+)
 
 
 @router.get("/jobs", responses=errors(422))
@@ -68,6 +83,24 @@ async def get_any_job(
     job = await store.get_job(job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job '{job_id}'")
+    return AdminJobOut.of_admin(job, await store.notifications_of(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    responses=cancel_errors(404, 422),
+    response_model=AdminJobOut,
+    description="Cancel any app's job: `200` with its timeline (`status`: `cancelled`)."
+    + CANCEL_DOC,
+)
+async def cancel_any_job(
+    job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)], store: StoreDep, _admin: AdminDep
+) -> AdminJobOut | JSONResponse:
+    """Cancel any app's job: `200` with its timeline (`status`: `cancelled`)."""
+    try:
+        job = await operations.cancel(store, job_id, app_id=None, by=operations.ADMIN)
+    except operations.CancelRefusedError as exc:
+        return exc.response()
     return AdminJobOut.of_admin(job, await store.notifications_of(job_id))
 
 
@@ -108,15 +141,48 @@ async def list_users(
 @router.patch("/apps/{app_id}", responses=errors(404, *BODY_ERRORS), dependencies=[JSON_BODY])
 async def update_app(
     app_id: AppIdPath, body: AppUpdate, store: StoreDep, _admin: AdminDep
-) -> AppOut:
+) -> AppUpdated:
     """Change an app's backend URL, default timeout, contacts or concurrency, or disable
-    it (``"disabled": true``): a disabled app's new jobs are refused with ``403``; the jobs
-    it has are kept. Enable it again with ``"disabled": false``."""
-    app = await store.update_app(app_id, body.changes())
+    it (``"disabled": true``): a disabled app's new jobs are refused with ``403``; its
+    queued jobs (and retries that fall due) are held by the dispatcher, neither dispatched
+    nor lost, and jobs already running finish. Enable it again with ``"disabled": false``:
+    its held jobs are requested again within about 10 seconds.
+
+    ``webhook_url`` sets where the app's job outcomes are POSTed (``null`` removes it); a
+    first URL, or ``"rotate_webhook_secret": true``, makes a new webhook secret, which is in
+    this answer only."""
+    changes = body.changes()
+    unset: tuple[str, ...] = ()
+    secret: str | None = None
+    if "webhook_url" in body.model_fields_set:
+        if body.webhook_url is None:
+            unset = WEBHOOK_FIELDS
+        else:
+            changes["webhook_url"] = str(body.webhook_url)
+    if body.rotate_webhook_secret or (body.webhook_url is not None and not unset):
+        current = await store.get_app(app_id)
+        if current is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no app '{app_id}'")
+        if body.rotate_webhook_secret or current.webhook_secret is None:
+            secret = new_webhook_secret()
+            changes["webhook_secret"] = secret
+            if current.webhook_secret is not None:
+                # Signed with both for a while: the app switches its receiver meanwhile.
+                changes["webhook_secret_previous"] = current.webhook_secret
+                changes["webhook_previous_until"] = utcnow() + WEBHOOK_ROTATION_OVERLAP
+    app = await store.update_app(app_id, changes, unset=unset)
     if app is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no app '{app_id}'")
+    if body.disabled is False:
+        # Every service's cached copy of the app is out of date within the cache's life:
+        # the held jobs are requested again once no dispatcher can still see it disabled.
+        released = await store.release_held(
+            app_id, due_at=utcnow() + timedelta(seconds=APP_CACHE_TTL_SECONDS + 1)
+        )
+        if released:
+            log.info("held jobs released", extra=fields(app_id=app_id, released=released))
     log.info("app updated", extra=fields(app_id=app_id, changed=sorted(body.model_fields_set)))
-    return AppOut.of(app)
+    return AppUpdated(**AppOut.of(app).model_dump(), webhook_secret=secret)
 
 
 @router.get("/stats")

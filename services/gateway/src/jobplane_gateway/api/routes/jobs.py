@@ -7,12 +7,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
-from jobplane import codec
+from fastapi.responses import JSONResponse
+from jobplane import codec, metrics
+from jobplane.events import JobRequested
 from jobplane.jobs import Job
 from jobplane.logs import bind, fields
 from jobplane.store import NewJob, utcnow
 from jobplane.validation import JOB_ID_PATTERN
 
+from jobplane_gateway import operations
 from jobplane_gateway.api.deps import (
     JSON_BODY,
     AppDep,
@@ -23,7 +26,7 @@ from jobplane_gateway.api.deps import (
     TraceIdDep,
 )
 from jobplane_gateway.api.listing import DEFAULT_PAGE, Cursor, JobFiltersDep, Limit, job_page
-from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
+from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, cancel_errors, errors
 from jobplane_gateway.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     JobAccepted,
@@ -111,8 +114,10 @@ async def submit_job(
         trace_id=trace_id,
         idempotency_key=idempotency_key,
     )
-    # Nothing is stored that cannot be announced: encode the event before the write.
-    _check_encodable(Job.from_document(new.document(utcnow(), utcnow())))
+    # Nothing is stored that cannot be announced: encode the event before the write (the
+    # bytes are what is published: the event is built and encoded once per submit).
+    event = Job.from_document(new.document(utcnow(), utcnow())).requested_event()
+    encoded = _encoded(event)
     job, created = await store.create_job(new, announce_grace=settings.announce_grace)
     request.state.job_id = job.job_id
     with bind(job_id=job.job_id):
@@ -128,8 +133,11 @@ async def submit_job(
             # The first request stored the job and owes its event: nothing to publish.
             log.info("job re-requested", extra=fields(status=job.status.value))
         else:
-            acked = await bus.announce(bus.topics.requested, job.requested_event())
-            log.info(
+            metrics.JOBS_SUBMITTED.labels(job.app_id, job.job_type).inc()
+            acked = await bus.announce(bus.topics.requested, event, encoded)
+            # DEBUG: the access line of the request says it at INFO already (status, job id);
+            # a failed announce logs its own warning.
+            log.debug(
                 "job accepted",
                 extra=fields(app_id=app.app_id, job_type=job.job_type, announced=acked),
             )
@@ -164,9 +172,36 @@ async def get_job(job_id: JobIdPath, caller: AppOrAdminDep, store: StoreDep) -> 
     return JobOut.of(job)
 
 
-def _check_encodable(job: Job) -> None:
+CANCEL_DOC = """
+
+A `queued` or `retry_scheduled` job never runs again. A `dispatched` or `running` attempt's
+backend is not called off: its later callback is answered `200`, kept in the attempt's
+history, and changes nothing (no result, no event). No e-mail goes to the user about a
+cancel: the caller cancelled, and tells its user if it wants to; the status shows
+`cancelled`. A finished job (succeeded, dead, cancelled) is a `409` naming its status."""
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses=cancel_errors(*AUTH_ERRORS, 404, 422),
+    response_model=JobOut,
+    description="Cancel one of the calling app's jobs: `200` with its status (`cancelled`)."
+    + CANCEL_DOC,
+)
+async def cancel_job(job_id: JobIdPath, app: AppDep, store: StoreDep) -> JobOut | JSONResponse:
+    """Cancel one of the calling app's jobs: `200` with its status (`cancelled`)."""
     try:
-        codec.encode(job.requested_event())
+        job = await operations.cancel(
+            store, job_id, app_id=app.app_id, by=operations.by_app(app.app_id)
+        )
+    except operations.CancelRefusedError as exc:
+        return exc.response()
+    return JobOut.of(job)
+
+
+def _encoded(event: JobRequested) -> bytes:
+    try:
+        return codec.encode(event)
     except Exception as exc:  # fastavro refuses in many ways; each means "not this job"
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
+from jobplane import metrics
 from jobplane.events import Failure, FailureKind
-from jobplane.jobs import Job, Report
+from jobplane.jobs import Job, JobStatus, Report
 from jobplane.logs import bind, fields
 from jobplane.security import hash_secret, secret_matches
-from jobplane.store import JobStore
+from jobplane.store import JobStore, utcnow
 
 from jobplane_gateway.api.deps import JSON_BODY, BusDep, CallbackTokenDep, SettingsDep, StoreDep
 from jobplane_gateway.api.responses import AUTH_ERRORS, BODY_ERRORS, errors
@@ -75,9 +76,12 @@ async def report_result(
     trace_id = _join_trace(request, job)
     with bind(trace_id=trace_id, job_id=job_id):
         if body.status == "succeeded":
+            metrics.JOBS_COMPLETED.labels(job.app_id, job.job_type).inc()
+            metrics.observe_outcome("succeeded", job.created_at, job.updated_at)
             acked = await bus.announce(bus.topics.completed, job.completed_event(trace_id))
             outcome = ResultRecorded(recorded=True, detail="result recorded: the job succeeded")
         else:
+            metrics.BACKEND_FAILURES.labels(FailureKind.REPORTED.value).inc()
             event = job.failed_event(_failure(body), trace_id)
             acked = await bus.announce(bus.topics.failed, event)
             outcome = ResultRecorded(
@@ -106,6 +110,8 @@ async def _unchanged(
             headers={"WWW-Authenticate": "Bearer"},
         )
     with bind(trace_id=_join_trace(request, job), job_id=job_id):
+        if attempt.report is None and job.status is JobStatus.CANCELLED:
+            return await _record_after_cancel(store, job, body, token)
         if attempt.report is not None:
             if not _same_report(attempt.report, job, body):
                 log.warning(
@@ -128,6 +134,29 @@ async def _unchanged(
         return ResultRecorded(recorded=False, detail=detail)
 
 
+async def _record_after_cancel(
+    store: JobStore, job: Job, body: ResultIn, token: str
+) -> ResultRecorded:
+    """The attempt of a cancelled job reports late: the report is kept in its history and
+    changes nothing (no result, no event, no mail)."""
+    failure = _failure(body) if body.status == "failed" else None
+    report = Report(body.status, utcnow(), failure)
+    recorded = await store.record_report_after_cancel(
+        job.job_id, body.attempt, report, callback_token_hash=hash_secret(token)
+    )
+    log.info(
+        "callback of a cancelled job",
+        extra=fields(attempt=body.attempt, reported=body.status, recorded=recorded is not None),
+    )
+    if recorded is None:
+        # Not the cancelled job's last attempt (an earlier one is over), or a race.
+        return ResultRecorded(recorded=False, detail=_why_unchanged(job, body.attempt))
+    return ResultRecorded(
+        recorded=True,
+        detail=f"report of attempt {body.attempt} kept; it changes nothing: the job is cancelled",
+    )
+
+
 def _join_trace(request: Request, job: Job) -> str:
     """The callback joins its job's trace unless the backend passed a trace id along."""
     if not request.state.trace_supplied:
@@ -146,6 +175,8 @@ def _failure(body: ResultIn) -> Failure:
 def _same_report(report: Report, job: Job, body: ResultIn) -> bool:
     if report.status != body.status:
         return False
+    if job.status is JobStatus.CANCELLED:
+        return True  # a cancelled job keeps no result: the status is all there is to compare
     if body.status == "succeeded":
         return job.result == body.result_text()
     return report.failure == _failure(body)
