@@ -154,7 +154,11 @@ def test_a_wrong_key_is_refused_and_every_asset_is_local(
     browser.get(f"{platform.gateway_url}/dashboard/login")
     browser.find_element(By.ID, "admin-key").send_keys("not-the-key")
     browser.find_element(By.ID, "login").click()
-    assert "not the admin key" in browser.find_element(By.CSS_SELECTOR, ".error").text
+    # The click submits a form: the refusal is a new page, so wait for it to arrive.
+    refusal = WebDriverWait(browser, 10, poll_frequency=0.2).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".error"))
+    )
+    assert "not the admin key" in refusal.text
     # htmx is loaded, and every script and style sheet comes from the gateway itself.
     assert browser.execute_script("return typeof htmx") == "object"
     assets = [e.get_attribute("src") for e in browser.find_elements(By.TAG_NAME, "script")]
