@@ -1,7 +1,9 @@
 """Group commit (jobplane.batching): concurrent calls share one command, each caller gets its
-own outcome. The coalescer alone, then behind the store's job inserts and "sent" marks on the
-real store: a duplicate Idempotency-Key fails only its caller, a store outage fails every
-caller of the batch and a retry stores them all."""
+own outcome. The coalescer alone, then behind the store's job inserts and guarded writes
+(state changes, mail claims and "sent" marks) on the real store: a duplicate Idempotency-Key
+fails only its caller, a guard that matches nothing answers None to its caller only, two
+writes of one job in one batch cannot both win, a store outage fails every caller of the
+batch and a retry stores them all."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ from datetime import timedelta
 
 import pytest
 from jobplane.batching import Coalescer
-from jobplane.store import JobStore, MailClaim, MailState, utcnow
+from jobplane.events import Failure, FailureKind
+from jobplane.jobs import JobStatus
+from jobplane.store import (
+    GuardedWrite,
+    JobStore,
+    MailClaim,
+    MailState,
+    _batch_pipeline,
+    _write_groups,
+    utcnow,
+)
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -114,7 +126,7 @@ async def test_concurrent_sent_marks_change_each_job_under_its_own_claim(store: 
     claim_ids = [f"claim-{job_id}" for job_id in job_ids]
     claim_ids[5] = "someone-else"
     claim_ids[17] = "someone-else"
-    before = store._sent_marks.batches
+    before = store._guarded_writes.batches
 
     answers = await asyncio.gather(
         *(
@@ -123,7 +135,7 @@ async def test_concurrent_sent_marks_change_each_job_under_its_own_claim(store: 
         )
     )
 
-    assert store._sent_marks.batches - before < len(job_ids) // 4
+    assert store._guarded_writes.batches - before < len(job_ids) // 4
     assert [n for n, ok in enumerate(answers) if not ok] == [5, 17]
     for n, job_id in enumerate(job_ids):
         doc = await store.jobs.find_one({"_id": job_id})
@@ -155,6 +167,101 @@ async def test_a_store_outage_fails_every_caller_and_a_retry_stores_them(
 
     retried = await asyncio.gather(*(store.create_job(job) for job in jobs))
     assert all(created for _, created in retried)
+
+
+async def test_concurrent_claims_each_win_by_their_own_guard_and_token(store: JobStore) -> None:
+    job_ids = [f"job-{n}" for n in range(30)]
+    for job_id in job_ids:
+        await store.create_job(new_job(job_id))
+    deadline = utcnow() + timedelta(minutes=5)
+    claims = [(job_id, 1, f"hash-{job_id}") for job_id in job_ids]
+    claims[4] = ("job-4", 2, "hash-wrong-attempt")  # not the attempt that is due
+    claims.append(("job-9", 1, "hash-job-9-again"))  # a duplicate event of job-9
+    before = store._guarded_writes.batches
+
+    answers = await asyncio.gather(
+        *(
+            store.claim_attempt(job_id, attempt, callback_token_hash=token, deadline_at=deadline)
+            for job_id, attempt, token in claims
+        )
+    )
+
+    assert store._guarded_writes.batches - before < len(claims) // 4  # shared commands
+    won = {claims[n][2] for n, job in enumerate(answers) if job is not None}
+    assert "hash-wrong-attempt" not in won
+    assert len({"hash-job-9", "hash-job-9-again"} & won) == 1  # one claim of job-9 wins
+    for n, job in enumerate(answers):
+        job_id, _, token = claims[n]
+        if job is None:
+            continue
+        # the caller's answer is its job as written, with its own token
+        assert job.job_id == job_id and job.status is JobStatus.DISPATCHED
+        stored = await store.jobs.find_one({"_id": job_id})
+        assert stored is not None and stored["attempts"]["1"]["callback_token_hash"] == token
+        assert "announce_due_at" not in stored
+    still_queued = await store.get_job("job-4")
+    assert still_queued is not None and still_queued.status is JobStatus.QUEUED
+
+
+async def test_concurrent_outcomes_of_two_shapes_keep_each_jobs_own_values(
+    store: JobStore,
+) -> None:
+    job_ids = [f"job-{n}" for n in range(20)]
+    deadline = utcnow() + timedelta(minutes=5)
+    for job_id in job_ids:
+        await store.create_job(new_job(job_id))
+        await store.claim_attempt(job_id, 1, callback_token_hash=job_id, deadline_at=deadline)
+    failure = Failure(kind=FailureKind.REPORTED, message="$not.a.path", retryable=True)
+
+    async def outcome(n: int) -> object:
+        if n % 2:
+            return await store.report_failure(
+                job_ids[n], 1, failure, callback_token_hash=job_ids[n]
+            )
+        # a result that looks like a field path stays a string
+        return await store.complete(job_ids[n], 1, f"$result-{n}", callback_token_hash=job_ids[n])
+
+    answers = await asyncio.gather(*(outcome(n) for n in range(20)))
+
+    for n, job in enumerate(answers):
+        assert job is not None
+        stored = await store.get_job(job_ids[n])
+        assert stored is not None
+        report = stored.attempt_info(1)
+        assert report is not None and report.report is not None
+        if n % 2:
+            assert report.report.status == "failed" and stored.status is JobStatus.DISPATCHED
+        else:
+            assert stored.status is JobStatus.SUCCEEDED and stored.result == f"$result-{n}"
+    # the first report won: a second one of any shape changes nothing
+    late = await store.complete(job_ids[1], 1, "late", callback_token_hash=job_ids[1])
+    assert late is None
+
+
+def test_writes_group_by_shape_with_each_job_once_per_group() -> None:
+    def write(job_id: str, *fields: str) -> GuardedWrite:
+        return GuardedWrite(job_id, {"_id": job_id}, dict.fromkeys(fields, 1))
+
+    writes = [write("a", "x"), write("b", "x"), write("a", "x"), write("c", "y"), write("d", "x")]
+    assert _write_groups(writes) == [[0, 1, 4], [2], [3]]
+
+
+def test_a_batch_pipeline_sets_shared_values_once_and_others_per_document() -> None:
+    writes = [
+        GuardedWrite("a", {"_id": "a"}, {"status": "x", "token": "ta"}, ("due",)),
+        GuardedWrite("b", {"_id": "b"}, {"status": "x", "token": "$tb"}, ("due",)),
+    ]
+    at = {"$indexOfArray": [{"$literal": ["a", "b"]}, "$_id"]}
+    assert _batch_pipeline(writes, ["a", "b"], "w1") == [
+        {
+            "$set": {
+                "write_id": {"$literal": "w1"},
+                "status": {"$literal": "x"},
+                "token": {"$arrayElemAt": [{"$literal": ["ta", "$tb"]}, at]},
+            }
+        },
+        {"$unset": ["due"]},
+    ]
 
 
 @pytest.mark.parametrize("bad", [(0, 1), (1, 0)])

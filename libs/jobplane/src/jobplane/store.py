@@ -11,6 +11,7 @@ jobplane.indexes.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,10 @@ USER_CACHE_TTL_SECONDS = 5.0
 # How long an owed event may stay unpublished before the relay publishes it (the
 # announce_due_at outbox); the services pass their own setting.
 DEFAULT_ANNOUNCE_GRACE = timedelta(seconds=30)
+# Guarded writes sent as one command at most; and the field that marks a job written by
+# one (which of a batch's documents its guards matched, when the count falls short).
+GUARDED_WRITE_BATCH = 64
+WRITE_ID = "write_id"
 
 
 def utcnow() -> datetime:
@@ -262,11 +267,12 @@ class JobStore:
         self.redrive_requests: AsyncCollection[Document] = database[indexes.REDRIVE_REQUESTS]
         self._app_cache: TtlCache[str, App] = TtlCache(APP_CACHE_TTL_SECONDS)
         self._user_cache: TtlCache[tuple[str, str], User] = TtlCache(USER_CACHE_TTL_SECONDS)
-        # Group commit of the two writes every job makes that share their shape (see
-        # jobplane.batching): concurrent job inserts become one insert_many, concurrent
-        # "sent" marks of user mails one update_many of their per-job guards.
+        # Group commit (see jobplane.batching): concurrent job inserts become one
+        # insert_many, concurrent guarded writes of one shape one update_many.
         self._job_inserts: Coalescer[Document, None] = Coalescer(self._insert_jobs)
-        self._sent_marks: Coalescer[_SentMark, bool] = Coalescer(self._mark_mails_sent)
+        self._guarded_writes: Coalescer[GuardedWrite, Document | None] = Coalescer(
+            self._write_guarded, max_batch=GUARDED_WRITE_BATCH
+        )
 
     @classmethod
     def from_settings(
@@ -608,18 +614,13 @@ class JobStore:
             "status": {"$in": [s.value for s in OPEN_STATUSES]},
             **_first_report_guard(attempt, callback_token_hash),
         }
-        doc = await self.jobs.find_one_and_update(
-            guard,
-            {
-                "$set": {
-                    f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
-                    **_owes(now + announce_grace),
-                    "updated_at": now,
-                },
-                "$unset": {"deadline_at": ""},
-            },
-            return_document=ReturnDocument.AFTER,
-        )
+        changes = {
+            f"attempts.{attempt}.report": Report("failed", now, failure).to_document(),
+            **_owes(now + announce_grace),
+            "updated_at": now,
+        }
+        write = GuardedWrite(job_id, guard, changes, ("deadline_at",))
+        doc = await self._guarded_writes.submit(write)
         return Job.from_document(doc) if doc else None
 
     async def schedule_retry(
@@ -853,19 +854,69 @@ class JobStore:
         unset: tuple[str, ...] = (),
         guard: Document | None = None,
     ) -> Job | None:
-        update: Document = {"$set": {"status": to_status.value, "updated_at": now, **changes}}
-        if unset:
-            update["$unset"] = dict.fromkeys(unset, "")
         query: Document = {
             "_id": job_id,
             "attempt": attempt,
             "status": {"$in": [s.value for s in from_statuses]},
             **(guard or {}),
         }
-        doc = await self.jobs.find_one_and_update(
-            query, update, return_document=ReturnDocument.AFTER
-        )
+        changes = {"status": to_status.value, "updated_at": now, **changes}
+        doc = await self._guarded_writes.submit(GuardedWrite(job_id, query, changes, unset))
         return Job.from_document(doc) if doc else None
+
+    async def _write_guarded(
+        self, writes: Sequence[GuardedWrite]
+    ) -> list[Document | BaseException | None]:
+        """The Coalescer's batch of guarded writes: per group of one shape, one update_many
+        whose filter is the ``$or`` of each document's own guard (a write alone: one
+        find_one_and_update, or update_one if no document is wanted, as without batching).
+        Each write's answer is its document as
+        written (``_id`` alone when it wants no more), or None when its guard matched
+        nothing; a group whose command failed answers that error to its writes alone."""
+        answers: list[Document | BaseException | None] = [None] * len(writes)
+        for group in _write_groups(writes):
+            try:
+                if len(group) == 1:
+                    written = [await self._write_one(writes[group[0]])]
+                else:
+                    written = await self._write_group([writes[i] for i in group])
+            except Exception as exc:  # that group's callers retry, as after a single write
+                for i in group:
+                    answers[i] = exc
+                continue
+            for i, doc in zip(group, written, strict=True):
+                answers[i] = doc
+        return answers
+
+    async def _write_one(self, write: GuardedWrite) -> Document | None:
+        if write.wants_document:
+            return await self.jobs.find_one_and_update(
+                write.query, write.update(), return_document=ReturnDocument.AFTER
+            )
+        result = await self.jobs.update_one(write.query, write.update())
+        return {"_id": write.job_id} if result.modified_count == 1 else None
+
+    async def _write_group(self, group: Sequence[GuardedWrite]) -> list[Document | None]:
+        """Writes of one shape on distinct documents, as one update_many. Each written
+        document gets the batch's ``write_id``, which tells them apart from those whose
+        guard matched nothing, should the count fall short."""
+        write_id = uuid.uuid4().hex
+        ids = [write.job_id for write in group]
+        # `$and: [{_id $in}, {$or}]`: with `{_id $in, $or}` secantusd-rs scans the collection
+        # (see jobplane.indexes, "batched guarded writes").
+        guards = {"$and": [{"_id": {"$in": ids}}, {"$or": [write.query for write in group]}]}
+        result = await self.jobs.update_many(guards, _batch_pipeline(group, ids, write_id))
+        wants_documents = any(write.wants_document for write in group)
+        if result.modified_count == len(group) and not wants_documents:
+            return [{"_id": job_id} for job_id in ids]
+        written = {
+            doc["_id"]: doc
+            async for doc in self.jobs.find(
+                {"_id": {"$in": ids}, WRITE_ID: write_id},
+                projection=None if wants_documents else {"_id": 1},
+            )
+        }
+        return [written.get(job_id) for job_id in ids]
 
     # -- the outbox relay ----------------------------------------------------------------
 
@@ -945,15 +996,14 @@ class JobStore:
         current_run: Document = {"_id": job_id}
         if run is not None:
             current_run.update(_run_guard(run.run_start_attempt))
-        doc = await self.jobs.find_one_and_update(
+        claim = GuardedWrite(
+            job_id,
             _claim_guard(current_run, _claimable(prefix, stale_before)),
-            {
-                "$set": {prefix: _claim(claim_id, message_id, now), "updated_at": now},
-                "$unset": {"announce_due_at": ""},
-            },
-            projection={"_id": 1},
+            {prefix: _claim(claim_id, message_id, now), "updated_at": now},
+            ("announce_due_at",),
+            wants_document=False,
         )
-        if doc is not None:
+        if await self._guarded_writes.submit(claim) is not None:
             return MailClaim.CLAIMED
         current = await self.jobs.find_one(
             {"_id": job_id}, projection={prefix: 1, "run_start_attempt": 1}
@@ -990,53 +1040,15 @@ class JobStore:
         """Record the end of the user's mail: ``sent`` (also ``notified_user_at``) or ``failed``
         under our claim; ``skipped`` (no address to send to) when nothing was claimed yet,
         which also clears the owed event. False when the claim is no longer ours."""
-        if state is MailState.SENT and claim_id is not None and reason is None:
-            return await self._sent_marks.submit(_SentMark(job_id, outcome, claim_id))
         prefix = f"mail.{outcome}"
-        update = _settle_update(prefix, state, reason, utcnow())
+        changes = _settle_changes(prefix, state, reason, utcnow())
         if claim_id is None:
             guard: Document = {"_id": job_id, prefix: {"$exists": False}}
-            update["$unset"] = {"announce_due_at": ""}
+            unset: tuple[str, ...] = ("announce_due_at",)
         else:
-            guard = {"_id": job_id, f"{prefix}.claim_id": claim_id}
-        result = await self.jobs.update_one(guard, update)
-        return result.modified_count == 1
-
-    async def _mark_mails_sent(self, marks: Sequence[_SentMark]) -> list[bool]:
-        """One ``update_many`` per outcome for concurrent "sent" marks: its filter is the
-        ``$or`` of each job's own guard ``(_id, claim_id)``, its ``$set`` the same for all. A
-        mark is True when its job's claim was ours (its guard matched)."""
-        now = utcnow()
-        answers: dict[_SentMark, bool] = {}
-        for outcome in {mark.outcome for mark in marks}:
-            prefix = f"mail.{outcome}"
-            update = _settle_update(prefix, MailState.SENT, None, now)
-            group = [mark for mark in marks if mark.outcome == outcome]
-            guards = [{"_id": m.job_id, f"{prefix}.claim_id": m.claim_id} for m in group]
-            if len(group) == 1:
-                result = await self.jobs.update_one(guards[0], update)
-                answers[group[0]] = result.modified_count == 1
-                continue
-            ids = [mark.job_id for mark in group]
-            # _id $in first: the store looks the documents up by _id, then applies each guard
-            result = await self.jobs.update_many({"_id": {"$in": ids}, "$or": guards}, update)
-            if result.modified_count >= len(set(group)):
-                answers.update(dict.fromkeys(group, True))
-                continue
-            # some claim was not ours any more: which ones (a matched guard set "sent")
-            claims = {
-                doc["_id"]: doc.get("mail", {}).get(outcome, {})
-                async for doc in self.jobs.find(
-                    {"_id": {"$in": ids}},
-                    projection={f"{prefix}.claim_id": 1, f"{prefix}.state": 1},
-                )
-            }
-            for mark in group:
-                claim = claims.get(mark.job_id, {})
-                answers[mark] = (
-                    claim.get("claim_id") == mark.claim_id and claim.get("state") == "sent"
-                )
-        return [answers[mark] for mark in marks]
+            guard, unset = {"_id": job_id, f"{prefix}.claim_id": claim_id}, ()
+        write = GuardedWrite(job_id, guard, changes, unset, wants_document=False)
+        return await self._guarded_writes.submit(write) is not None
 
     async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
         """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
@@ -1208,19 +1220,69 @@ class JobStore:
 
 
 @dataclass(frozen=True, slots=True)
-class _SentMark:
+class GuardedWrite:
+    """One job's guarded change: ``query`` matches the job (by ``_id``) only while its guard
+    holds; the change sets ``changes`` (dotted paths allowed) and removes ``unset``."""
+
     job_id: str
-    outcome: str
-    claim_id: str
+    query: Document
+    changes: Document
+    unset: tuple[str, ...] = ()
+    # False: the caller only asks whether it wrote (the answer is then ``{"_id": ...}``).
+    wants_document: bool = True
+
+    @property
+    def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The fields it writes: writes of one shape can share one command."""
+        return tuple(self.changes), self.unset
+
+    def update(self) -> Document:
+        update: Document = {"$set": self.changes}
+        if self.unset:
+            update["$unset"] = dict.fromkeys(self.unset, "")
+        return update
 
 
-def _settle_update(prefix: str, state: MailState, reason: str | None, now: datetime) -> Document:
+def _write_groups(writes: Sequence[GuardedWrite]) -> list[list[int]]:
+    """Indexes of ``writes`` grouped by shape, in arrival order, a document at most once per
+    group: two writes of one job in one command would both see their guard match."""
+    groups: list[tuple[tuple[tuple[str, ...], tuple[str, ...]], set[str], list[int]]] = []
+    for i, write in enumerate(writes):
+        for shape, ids, members in groups:
+            if shape == write.shape and write.job_id not in ids:
+                ids.add(write.job_id)
+                members.append(i)
+                break
+        else:
+            groups.append((write.shape, {write.job_id}, [i]))
+    return [members for _, _, members in groups]
+
+
+def _batch_pipeline(group: Sequence[GuardedWrite], ids: list[str], write_id: str) -> list[Document]:
+    """The update pipeline of a group: a value all writes share is set as it is, the others
+    each document's own, picked by the document's place in ``ids``. Every value is a
+    ``$literal``, so a result or message that starts with ``$`` is never read as a path."""
+    at = {"$indexOfArray": [{"$literal": ids}, "$_id"]}
+    fields: Document = {WRITE_ID: {"$literal": write_id}}
+    for key in group[0].changes:
+        values = [write.changes[key] for write in group]
+        if all(value == values[0] for value in values[1:]):
+            fields[key] = {"$literal": values[0]}
+        else:
+            fields[key] = {"$arrayElemAt": [{"$literal": values}, at]}
+    stages: list[Document] = [{"$set": fields}]
+    if group[0].unset:
+        stages.append({"$unset": list(group[0].unset)})
+    return stages
+
+
+def _settle_changes(prefix: str, state: MailState, reason: str | None, now: datetime) -> Document:
     changes: Document = {f"{prefix}.state": state.value, f"{prefix}.{state.value}_at": now}
     if reason is not None:
         changes[f"{prefix}.reason"] = reason
     if state is MailState.SENT:
         changes["notified_user_at"] = now
-    return {"$set": {**changes, "updated_at": now}}
+    return {**changes, "updated_at": now}
 
 
 @dataclass(frozen=True, slots=True)
