@@ -1,8 +1,10 @@
 """The job store: jobs, apps, users and sent notifications in MongoDB.
 
-Every change of a job's state is one atomic find-and-modify guarded by the state it starts
-from (the attempt number and the statuses it may leave). A replayed or late event therefore
-matches nothing and changes nothing: the caller sees ``None`` and knows. The code is plain
+Every change of a job's state is one atomic write guarded by the state it starts from (the
+attempt number and the statuses it may leave). A replayed or late event therefore matches
+nothing and changes nothing: the caller sees ``None`` and knows. Concurrent changes of one
+shape (claims, outcomes, mail marks) share one ``update_many`` whose filter is the ``$or``
+of their guards (group commit, see ``GuardedWrite``); each job still changes by its own. The code is plain
 MongoDB 7/8 code; the local store (secantusd-rs) applies it the same way, which the store
 conformance suite (tests/store/) checks. Every query is listed, with its index, in
 jobplane.indexes.
