@@ -186,6 +186,10 @@ def consumer_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         # A dispatch may hold an event for a while; the group must not evict us meanwhile.
         "max.poll.interval.ms": 600_000,
+        # A member that died (or was forgotten by a restarted broker) frees its partitions
+        # after this; librdkafka heartbeats from its own thread, a busy loop does not matter.
+        "session.timeout.ms": int(settings.kafka_session_timeout_seconds * 1000),
+        "heartbeat.interval.ms": int(settings.kafka_session_timeout_seconds * 1000 / 5),
         # The lag per partition, when the process exports metrics (jobplane.metrics).
         **metrics.consumer_statistics(group_id, settings.consumer_lag_interval_seconds),
     }

@@ -4,10 +4,10 @@ Every change of a job's state is one atomic write guarded by the state it starts
 attempt number and the statuses it may leave). A replayed or late event therefore matches
 nothing and changes nothing: the caller sees ``None`` and knows. Concurrent changes of one
 shape (claims, outcomes, mail marks) share one ``update_many`` whose filter is the ``$or``
-of their guards (group commit, see ``GuardedWrite``); each job still changes by its own. The code is plain
-MongoDB 7/8 code; the local store (secantusd-rs) applies it the same way, which the store
-conformance suite (tests/store/) checks. Every query is listed, with its index, in
-jobplane.indexes.
+of their guards (group commit, see ``GuardedWrite``); each job still changes by its own.
+The code is plain MongoDB 7/8 code; the local store (secantusd-rs) applies it the same
+way, which the store conformance suite (tests/store/) checks. Every query is listed, with
+its index, in jobplane.indexes.
 """
 
 from __future__ import annotations
