@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from jobplane_local.config import LocalConfig
+from jobplane_local.kafka import Kafka
 from jobplane_local.testing import Infra
 
 
@@ -88,3 +92,25 @@ def test_transactions_read_committed(infra: Infra, topic_prefix: str) -> None:
 
     assert seen["read_committed"] == [b"committed", b"end"]
     assert seen["read_uncommitted"] == [b"committed", b"aborted", b"end"]
+
+
+def test_the_broker_jvm_options_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JOBPLANE_LOCAL_DIR", str(tmp_path))
+    monkeypatch.delenv("JOBPLANE_KAFKA_JVM_OPTS", raising=False)
+    argv = Kafka(LocalConfig.from_env()).command()
+    # a small machine's broker by default: C1 only, the serial collector
+    assert "-XX:TieredStopAtLevel=1" in argv and "-XX:+UseSerialGC" in argv
+    assert argv.index("-XX:+UseSerialGC") < argv.index("kafka.Kafka")
+
+    monkeypatch.setenv("JOBPLANE_KAFKA_JVM_OPTS", "")  # the JVM's own defaults
+    argv = Kafka(LocalConfig.from_env()).command()
+    assert not [arg for arg in argv if arg.startswith("-XX:")]
+
+    monkeypatch.setenv("JOBPLANE_KAFKA_JVM_OPTS", "-XX:+UseG1GC  -XX:MaxGCPauseMillis=20")
+    argv = Kafka(LocalConfig.from_env()).command()
+    assert [arg for arg in argv if arg.startswith("-XX:")] == [
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+    ]

@@ -122,6 +122,7 @@ class Kafka(Service):
         return [
             require_tool("java", JAVA_HINT),
             f"-Xmx{self.config.kafka_heap}",
+            *self.config.kafka_jvm_opts.split(),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j2_yaml}",
             "-cp",
