@@ -155,6 +155,10 @@ class Deployment:
             "MONGODB_URI": self.infra.mongodb_uri,
             "MONGODB_DATABASE": self.database,
             "LOG_LEVEL": "INFO",
+            # An event not acted on is re-published by the relay after this (30 s by
+            # default); short, like the retry delays, so that a run sees the relay rescue
+            # what a Kafka outage left unannounced (or a consumer left unconsumed).
+            "ANNOUNCE_GRACE_SECONDS": "5",
         }
         own = {
             "gateway": {
@@ -162,6 +166,7 @@ class Deployment:
                 "HOST": "127.0.0.1",
                 "PORT": str(GATEWAY_PORT),
                 "PUBLIC_URL": self.gateway_url,
+                "RELAY_INTERVAL_SECONDS": "1",
             },
             "dispatcher": {
                 "GROUP_ID": f"fault-{self.name}.dispatcher",

@@ -4,6 +4,7 @@ is away is announced later by the outbox relay."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from jobplane.connections import Connections
 from jobplane.events import JobRequested
 from jobplane.kafka import KafkaError, Publisher, make_producer
 from jobplane.store import JobStore, utcnow
+from jobplane_gateway import publishing
 from jobplane_gateway.config import Settings
 from jobplane_gateway.main import create_app
 from jobplane_gateway.relay import Relay
@@ -147,6 +149,29 @@ async def test_a_job_stored_while_kafka_is_away_is_accepted_and_relayed_later(
     assert relayed.announce_due_at > utcnow() + timedelta(seconds=25)
     assert relayed.announce_relays == 1
     assert await relay.run_once() == 0
+
+
+async def test_a_submit_is_answered_without_waiting_for_kafkas_ack(
+    gateway: Gateway, unreachable_kafka: Connections, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await gateway.register_app()
+    user_id = await gateway.register_user(app)
+    settings = gateway.settings.model_copy(update={"publish_timeout_seconds": 3.0})
+    async with client_of(create_app(settings, unreachable_kafka)) as http:
+        began = time.monotonic()
+        accepted = await http.post(
+            "/v1/jobs",
+            json={"user_id": user_id, "job_type": "thumbnail", "payload": {}},
+            headers=app.headers,
+        )
+        answered_in = time.monotonic() - began
+        assert accepted.status_code == 202, accepted.text
+        # The job is durable and owed before the answer; the ack is awaited afterwards.
+        job = await gateway.conns.store.get_job(accepted.json()["job_id"])
+        assert job is not None and job.announce_due_at is not None
+        assert answered_in < settings.publish_timeout_seconds
+        await publishing.drain(10)  # the ack never comes: the wait gives up, and says so
+    assert "event not acknowledged; the outbox relay will publish it" in caplog.text
 
 
 def test_the_relay_backs_off_from_the_grace_to_a_cap(settings: Settings) -> None:

@@ -1,11 +1,15 @@
-"""The SMTP sink stores what it receives, with the SMTP envelope."""
+"""The SMTP sink stores what it receives, with the SMTP envelope, and stops as an MTA does."""
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
+from pathlib import Path
+from types import SimpleNamespace
 
 import aiosmtplib
 from jobplane_local import Mailbox
+from jobplane_local.smtp_sink import MailboxHandler
 from jobplane_local.testing import Infra
 
 
@@ -34,3 +38,23 @@ async def test_mail_arrives_with_envelope(infra: Infra, mailbox: Mailbox, unique
     assert mail.text() == "Your job finished.\n"
     assert bcc not in mail.path.read_text()
     assert mailbox.to(to) == [mail]
+
+
+async def test_a_stopping_sink_answers_the_message_it_stores_and_refuses_new_ones(
+    tmp_path: Path,
+) -> None:
+    handler = MailboxHandler(tmp_path)
+    envelope = SimpleNamespace(
+        mail_from="a@example.com", rcpt_tos=["b@example.com"], original_content=b"x", content=b"x"
+    )
+    storing = asyncio.create_task(handler.handle_DATA(None, None, envelope))
+    await asyncio.sleep(0)  # it has started storing
+    stopping = asyncio.create_task(handler.finish())
+    await asyncio.sleep(0)
+
+    assert await handler.handle_DATA(None, None, envelope) == (
+        "421 jobplane-smtp-sink shutting down: try again later"
+    )
+    assert await storing == "250 Message accepted for delivery"
+    await stopping
+    assert len(await asyncio.to_thread(lambda: list(tmp_path.glob("*.eml")))) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -50,19 +51,43 @@ def store_message(mailbox: Path, mail_from: str, rcpt_tos: Sequence[str], raw: b
 
 
 class MailboxHandler:
-    """aiosmtpd handler: accept all recipients, store every message."""
+    """aiosmtpd handler: accept all recipients, store every message.
+
+    A stopping sink, like a real MTA, finishes the messages it is storing (the client gets
+    its 250) and refuses new ones with 421; cut off between storing a message and answering,
+    the client would send it again (at-least-once, the same Message-ID)."""
 
     def __init__(self, mailbox: Path) -> None:
         self.mailbox = mailbox
+        self.stopping = False
+        self._storing = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.stopping:
+            return "421 jobplane-smtp-sink shutting down: try again later"
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", errors="surrogateescape")
-        await asyncio.to_thread(
-            store_message, self.mailbox, envelope.mail_from or "", envelope.rcpt_tos, raw
-        )
+        self._storing += 1
+        self._idle.clear()
+        try:
+            await asyncio.to_thread(
+                store_message, self.mailbox, envelope.mail_from or "", envelope.rcpt_tos, raw
+            )
+        finally:
+            self._storing -= 1
+            if not self._storing:
+                self._idle.set()
         return "250 Message accepted for delivery"
+
+    async def finish(self, timeout_seconds: float = 5.0) -> None:
+        """Refuse new messages; wait for those being stored, and for their answers to go."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_seconds)
+        await asyncio.sleep(0.2)  # the session writes the 250 after handle_DATA returns
 
 
 async def serve(host: str, port: int, mailbox: Path) -> None:
@@ -77,6 +102,8 @@ async def serve(host: str, port: int, mailbox: Path) -> None:
     print(f"SMTP sink listening on {host}:{port}, mailbox {mailbox}", flush=True)
     async with server:
         await stop.wait()
+        server.close()  # no new connections
+        await handler.finish()
     print("SMTP sink stopped", flush=True)
 
 

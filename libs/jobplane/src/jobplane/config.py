@@ -79,9 +79,10 @@ class CommonSettings(BaseSettings):
     # the acks/s of 2 ms with 32 publishers each awaiting its ack (jobplane.kafka_floor).
     kafka_linger_ms: float = Field(default=0.0, ge=0)
     # How long a consumer that stopped heartbeating keeps its partitions (librdkafka's
-    # session.timeout.ms; Kafka's default is 45 s). Also how long a group restored by a
-    # restarted broker waits for members that are gone before it reassigns their partitions.
-    kafka_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+    # session.timeout.ms, Kafka's default). Keep it above the longest broker outage you
+    # expect: a consumer whose session timed out while the coordinator was away may never
+    # rejoin (librdkafka issue 2944; seen here with 10 s and a 35 s outage).
+    kafka_session_timeout_seconds: float = Field(default=45.0, ge=6, le=300)
     # Event handling (jobplane.kafka.EventLoop): a transient failure (store, Kafka or SMTP
     # away, a timeout) is retried for ever, the wait doubling up to this bound.
     handler_max_backoff_seconds: float = Field(default=30.0, gt=0)

@@ -186,8 +186,8 @@ def consumer_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         # A dispatch may hold an event for a while; the group must not evict us meanwhile.
         "max.poll.interval.ms": 600_000,
-        # A member that died (or was forgotten by a restarted broker) frees its partitions
-        # after this; librdkafka heartbeats from its own thread, a busy loop does not matter.
+        # A member that died frees its partitions after this (see the setting); librdkafka
+        # heartbeats from its own thread, so a busy event loop does not count against it.
         "session.timeout.ms": int(settings.kafka_session_timeout_seconds * 1000),
         "heartbeat.interval.ms": int(settings.kafka_session_timeout_seconds * 1000 / 5),
         # The lag per partition, when the process exports metrics (jobplane.metrics).

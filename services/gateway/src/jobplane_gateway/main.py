@@ -16,7 +16,7 @@ from jobplane import metrics, service, tracing
 from jobplane.connections import Connections, connect
 from jobplane.logs import fields
 
-from jobplane_gateway import backend_contract, dashboard, docs, errors, relay
+from jobplane_gateway import backend_contract, dashboard, docs, errors, publishing, relay
 from jobplane_gateway.api.main import api_router
 from jobplane_gateway.bodylimit import BodySizeLimit
 from jobplane_gateway.config import Settings
@@ -61,6 +61,7 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
         async with connect(settings, SERVICE) as opened, relaying(opened, settings):
             app.state.conns = opened
             yield
+            await publishing.drain(settings.publish_timeout_seconds)
 
     app = FastAPI(
         title="Jobplane gateway",
@@ -141,6 +142,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
             log.info("stopping: no new requests, finishing those in flight")
             server.should_exit = True
             await server_task  # finish the requests in flight, close the socket
+            await publishing.drain(settings.publish_timeout_seconds)
             raise
         finally:
             sock.close()

@@ -75,13 +75,14 @@ async def submit_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
-    """Accept a job: it is stored (owing its ``job.requested`` event), then the event is
-    published and the answer is ``202``.
+    """Accept a job: it is stored (owing its ``job.requested`` event), the event is
+    published, and the answer is ``202`` without waiting for Kafka's ack.
 
-    The job is stored first and owes its event (``announce_due_at``): when Kafka does not
-    acknowledge the event within ``PUBLISH_TIMEOUT_SECONDS`` the answer is still ``202``,
-    because the job is durable and the outbox relay publishes its event shortly; answering
-    an error would make a client without Idempotency-Key submit a second job. ``503`` means
+    The job is stored first and owes its event (``announce_due_at``), so it is durable when
+    the answer goes: an event Kafka does not acknowledge (within ``PUBLISH_TIMEOUT_SECONDS``,
+    in the background) is published by the outbox relay shortly. Kafka being away is no
+    error here: answering one would make a client without Idempotency-Key submit a second
+    job. ``503`` means
     nothing was stored (the job store was unavailable): retry. A retried request with the
     same Idempotency-Key returns the same job; with another body it is a ``409``. A
     disabled app's jobs are refused with ``403``.
@@ -134,13 +135,10 @@ async def submit_job(
             log.info("job re-requested", extra=fields(status=job.status.value))
         else:
             metrics.JOBS_SUBMITTED.labels(job.app_id, job.job_type).inc()
-            acked = await bus.announce(bus.topics.requested, event, encoded)
+            bus.announce_soon(bus.topics.requested, event, encoded)
             # DEBUG: the access line of the request says it at INFO already (status, job id);
             # a failed announce logs its own warning.
-            log.debug(
-                "job accepted",
-                extra=fields(app_id=app.app_id, job_type=job.job_type, announced=acked),
-            )
+            log.debug("job accepted", extra=fields(app_id=app.app_id, job_type=job.job_type))
     status_url = f"{settings.public_url.rstrip('/')}/v1/jobs/{job.job_id}"
     response.headers["Location"] = status_url
     return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
