@@ -3,7 +3,8 @@
 Against a store run with `--sync-on-commit` (every commit fsyncs): N single `insert_one`s and N
 guarded `update_one`s, 32 at a time, against one `insert_many(ordered=False)` and `update_many`s
 of `batch` documents each (filter: an `$or` of per-document `(_id, claim_id)` guards, as the
-notifier's "sent" write). Prints documents/s for each.
+notifier's "sent" write); then concurrent claims, a `find_one_and_update` each against the
+store's batched guarded writes (`JobStore.claim_attempt`). Prints documents/s for each.
 
     uv run python -m bench.batching_floor mongodb://127.0.0.1:27400/ --docs 2000 --batch 32
 """
@@ -14,9 +15,10 @@ import argparse
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobplane.store import JobStore, NewJob
 from pymongo import UpdateOne
 
 
@@ -89,6 +91,39 @@ async def measure(uri: str, docs: int, batch: int, concurrency: int) -> dict[str
         )  # fmt: skip
         changed = await jobs.count_documents({"mail.succeeded.state": "sent"})
         figures["documents changed (expect 4 x docs)"] = changed
+
+        # The store's own guarded writes (jobplane.store.GuardedWrite): concurrent claims of
+        # queued jobs, each with a token of its own, against a find_one_and_update each.
+        async def queued_jobs() -> list[str]:
+            ids = [uuid.uuid4().hex for _ in range(docs)]
+            queued = [
+                NewJob(i, "app", "user", "thumbnail", "{}", None, i).document(now, now) for i in ids
+            ]
+            await jobs.insert_many(queued, ordered=False)
+            return ids
+
+        deadline = now + timedelta(minutes=5)
+        claim = {"attempt": 1, "status": {"$in": ["queued", "retry_scheduled"]}}
+        alone = await queued_jobs()
+        await timed(
+            "find_one_and_update (a claim each)",
+            [lambda i=i: jobs.find_one_and_update(
+                {"_id": i, **claim},
+                {"$set": {"status": "dispatched", "deadline_at": deadline,
+                          "attempts.1.callback_token_hash": uuid.uuid4().hex}})
+             for i in alone],
+        )  # fmt: skip
+        store = JobStore(client[database])
+        shared = await queued_jobs()
+        await timed(
+            "JobStore.claim_attempt (batched)",
+            [lambda i=i: store.claim_attempt(
+                i, 1, callback_token_hash=uuid.uuid4().hex, deadline_at=deadline)
+             for i in shared],
+        )  # fmt: skip
+        figures["claims won (expect 2 x docs)"] = await jobs.count_documents(
+            {"status": "dispatched"}
+        )
         return figures
     finally:
         await client.drop_database(database)
