@@ -112,8 +112,9 @@ class Gateway:
     async def wait_events(
         self, topic: str, cls: type[E], job_id: str, count: int = 1, timeout: float = 15
     ) -> list[E]:
-        """At least ``count`` events of ``job_id`` on ``topic`` (published ones are acked, so
-        they are there at once; the wait only covers metadata propagation)."""
+        """At least ``count`` events of ``job_id`` on ``topic``, or what there is after
+        ``timeout`` (a submit's event is published after the answer: the gateway does not
+        wait for Kafka's ack; the wait also covers metadata propagation)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -39,7 +39,7 @@ async def test_a_claimed_job_is_never_announced_again(gateway: Gateway) -> None:
     await overdue(gateway, job.job_id)  # matches nothing: nothing is owed
 
     assert await relay_of(gateway).run_once() == 0
-    events = await gateway.events(gateway.conns.topics.requested, JobRequested, job.job_id)
+    events = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, job.job_id)
     assert len(events) == 1  # the submit's own
 
 
@@ -89,7 +89,8 @@ async def test_several_relays_announce_an_owed_event_once(gateway: Gateway) -> N
 
     assert sum(counts) == 3
     for job in jobs:
-        events = await gateway.events(gateway.conns.topics.requested, JobRequested, job.job_id)
+        requested = gateway.conns.topics.requested
+        events = await gateway.wait_events(requested, JobRequested, job.job_id, 2)
         assert len(events) == 2  # the submit's, and one relayed
 
 
@@ -138,7 +139,7 @@ async def test_an_unreadable_job_does_not_hold_the_relay_back(gateway: Gateway) 
 
     assert await relay_of(gateway).run_once() == 1
 
-    events = await gateway.events(gateway.conns.topics.requested, JobRequested, job.job_id)
+    events = await gateway.wait_events(gateway.conns.topics.requested, JobRequested, job.job_id, 2)
     assert len(events) == 2
     broken = await gateway.conns.store.jobs.find_one({"_id": "broken"})
     assert broken is not None and "announce_due_at" not in broken
