@@ -621,9 +621,7 @@ class JobStore:
             **_owes(now + announce_grace),
             "updated_at": now,
         }
-        write = GuardedWrite(job_id, guard, changes, ("deadline_at",))
-        doc = await self._guarded_writes.submit(write)
-        return Job.from_document(doc) if doc else None
+        return await self._write_job(GuardedWrite(job_id, guard, changes, ("deadline_at",)))
 
     async def schedule_retry(
         self,
@@ -755,42 +753,28 @@ class JobStore:
         }
         if app_id is not None:
             guard["app_id"] = app_id
-        doc = await self.jobs.find_one_and_update(
-            guard,
-            {
-                "$set": {
-                    "status": JobStatus.CANCELLED.value,
-                    "cancelled": {"at": now, "by": by},
-                    "finished_at": now,
-                    "updated_at": now,
-                },
-                "$unset": {
-                    "announce_due_at": "",
-                    "deadline_at": "",
-                    "next_attempt_at": "",
-                    "held_at": "",
-                },
-            },
-            return_document=ReturnDocument.AFTER,
-        )
-        return Job.from_document(doc) if doc else None
+        changes = {
+            "status": JobStatus.CANCELLED.value,
+            "cancelled": {"at": now, "by": by},
+            "finished_at": now,
+            "updated_at": now,
+        }
+        unset = ("announce_due_at", "deadline_at", "next_attempt_at", "held_at")
+        return await self._write_job(GuardedWrite(job_id, guard, changes, unset))
 
     async def record_report_after_cancel(
         self, job_id: str, attempt: int, report: Report, *, callback_token_hash: str
     ) -> Job | None:
         """A cancelled job's attempt reports its outcome late: the report is kept (the first
         wins, under the attempt's token) and changes nothing else: no result, no event."""
-        doc = await self.jobs.find_one_and_update(
-            {
-                "_id": job_id,
-                "attempt": attempt,
-                "status": JobStatus.CANCELLED.value,
-                **_first_report_guard(attempt, callback_token_hash),
-            },
-            {"$set": {f"attempts.{attempt}.report": report.to_document()}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return Job.from_document(doc) if doc else None
+        guard = {
+            "_id": job_id,
+            "attempt": attempt,
+            "status": JobStatus.CANCELLED.value,
+            **_first_report_guard(attempt, callback_token_hash),
+        }
+        changes = {f"attempts.{attempt}.report": report.to_document()}
+        return await self._write_job(GuardedWrite(job_id, guard, changes))
 
     async def hold(
         self, job_id: str, attempt: int, *, app_id: str, recheck_at: datetime
@@ -800,17 +784,14 @@ class JobStore:
         ``job.requested`` owed until ``recheck_at``, so that it is requested again then (and
         at once when the app is enabled again: ``release_held``)."""
         now = utcnow()
-        doc = await self.jobs.find_one_and_update(
-            {
-                "_id": job_id,
-                "attempt": attempt,
-                "app_id": app_id,
-                "status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRY_SCHEDULED.value]},
-            },
-            {"$set": {"held_at": now, **_owes(recheck_at), "updated_at": now}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return Job.from_document(doc) if doc else None
+        guard = {
+            "_id": job_id,
+            "attempt": attempt,
+            "app_id": app_id,
+            "status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRY_SCHEDULED.value]},
+        }
+        changes = {"held_at": now, **_owes(recheck_at), "updated_at": now}
+        return await self._write_job(GuardedWrite(job_id, guard, changes))
 
     async def release_held(self, app_id: str, *, due_at: datetime) -> int:
         """The app is enabled again: its held jobs owe their ``job.requested`` at ``due_at``
@@ -863,7 +844,12 @@ class JobStore:
             **(guard or {}),
         }
         changes = {"status": to_status.value, "updated_at": now, **changes}
-        doc = await self._guarded_writes.submit(GuardedWrite(job_id, query, changes, unset))
+        return await self._write_job(GuardedWrite(job_id, query, changes, unset))
+
+    async def _write_job(self, write: GuardedWrite) -> Job | None:
+        """One guarded write of a job (batched with its concurrent kin): the job as written,
+        or None when its guard matched nothing."""
+        doc = await self._guarded_writes.submit(write)
         return Job.from_document(doc) if doc else None
 
     async def _write_guarded(
