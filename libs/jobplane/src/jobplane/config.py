@@ -75,9 +75,10 @@ class CommonSettings(BaseSettings):
 
     # How long Kafka may take to acknowledge an event before the publish fails.
     kafka_delivery_timeout_seconds: float = Field(default=30.0, gt=0)
-    # How long the producer waits to fill a batch (librdkafka's linger.ms). 0: measured twice
-    # the acks/s of 2 ms with 32 publishers each awaiting its ack (jobplane.kafka_floor).
-    kafka_linger_ms: float = Field(default=0.0, ge=0)
+    # How long the producer waits to fill a batch (librdkafka's linger.ms). 5 ms: in the
+    # side-by-side benchmark (bench/README.md) fewer, fuller requests took the broker and the
+    # services less CPU than 0 (jobs/s +19 %, CPU per job -17 %), and more than 10 and 25.
+    kafka_linger_ms: float = Field(default=5.0, ge=0)
     # How long a consumer that stopped heartbeating keeps its partitions (librdkafka's
     # session.timeout.ms, Kafka's default). Keep it above the longest broker outage you
     # expect: a consumer whose session timed out while the coordinator was away may never

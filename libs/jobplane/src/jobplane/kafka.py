@@ -166,8 +166,8 @@ def producer_config(settings: CommonSettings, client_id: str) -> dict[str, Any]:
         # Idempotence makes the broker drop the duplicates our own send retries would cause.
         "enable.idempotence": True,
         "acks": "all",
-        # Each publisher awaits its own ack, so waiting to fill a batch only adds latency;
-        # librdkafka batches by itself while earlier requests are in flight.
+        # A few milliseconds of waiting fill each request with the events of many jobs: each
+        # request costs the broker and librdkafka CPU, and the wait is small beside a job's.
         "linger.ms": settings.kafka_linger_ms,
         "delivery.timeout.ms": int(settings.kafka_delivery_timeout_seconds * 1000),
     }
