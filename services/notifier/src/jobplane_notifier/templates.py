@@ -44,6 +44,9 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
+    # The templates ship with the service and change only with a new release (a restart):
+    # without this, every mail stats each of its three template files to see if it changed.
+    auto_reload=False,
 )
 
 
