@@ -11,11 +11,10 @@ import dataclasses
 import types
 import typing
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 
@@ -39,12 +38,24 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The fields of dataclass ``cls``, in order (read once per class: every event of every
+    service goes through them)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _require_aware(obj: object) -> None:
     # A naive datetime would be silently read as UTC by fastavro; refuse it early instead.
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
+    for name in field_names(type(obj)):
+        value = getattr(obj, name)
         if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be timezone-aware")
+            raise ValueError(f"{type(obj).__name__}.{name} must be timezone-aware")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,7 +92,7 @@ class Envelope:
 
     def fields(self, **changes: Any) -> dict[str, Any]:
         """As keyword arguments of an event (``changes`` replace some, e.g. ``attempt``)."""
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **changes}
+        return {**{name: getattr(self, name) for name in field_names(Envelope)}, **changes}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,7 +187,7 @@ E = TypeVar("E", bound=Event)
 
 def to_record(event: Event) -> dict[str, Any]:
     """The event as the dict fastavro writes with the event's schema."""
-    return {f.name: _to_avro(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    return {name: _to_avro(getattr(event, name)) for name in field_names(type(event))}
 
 
 def from_record(cls: type[E], record: Mapping[str, Any]) -> E:
@@ -184,45 +195,64 @@ def from_record(cls: type[E], record: Mapping[str, Any]) -> E:
 
     Raises KeyError for a missing required field and ValueError for an invalid value.
     """
-    return _from_avro(cls, record)  # type: ignore[no-any-return]
+    return _reader(cls)(record)  # type: ignore[no-any-return]
 
 
 def _to_avro(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (Failure, AttemptRecord)):
-        return {f.name: _to_avro(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _to_avro(getattr(value, name)) for name in field_names(type(value))}
     if isinstance(value, tuple):
         return [_to_avro(item) for item in value]
     return value  # str, int, bool, bytes, None, aware datetime: fastavro takes them as they are
 
 
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+Reader = Callable[[Any], Any]
+# One reader per type, made from its type hints the first time: every consumed event goes
+# through them, and inspecting the hints again for each field of each event cost more than
+# fastavro's decoding itself.
+_READERS: dict[Any, Reader] = {}
 
 
-def _from_avro(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
+def _reader(tp: Any) -> Reader:
+    """How a value fastavro read (never None here) becomes a value of type ``tp``."""
+    reader = _READERS.get(tp)
+    if reader is None:
+        reader = _READERS[tp] = _make_reader(tp)
+    return reader
+
+
+def _make_reader(tp: Any) -> Reader:
     origin = typing.get_origin(tp)
-    if origin is types.UnionType:  # `X | None`: the value is not None here
+    if origin is types.UnionType:  # `X | None`: None is handled by whoever holds the field
         (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-        return _from_avro(inner, value)
+        return _reader(inner)
     if origin is tuple:  # tuple[X, ...] <- Avro array
-        item_type = typing.get_args(tp)[0]
-        return tuple(_from_avro(item_type, item) for item in value)
+        read_item = _reader(typing.get_args(tp)[0])
+        return lambda items: tuple(None if i is None else read_item(i) for i in items)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        kwargs = {
-            f.name: _from_avro(hints[f.name], value[f.name])
-            for f in dataclasses.fields(tp)
-            if f.init and f.name in value
-        }
-        return tp(**kwargs)
+        hints = typing.get_type_hints(tp)
+        fields = [(name, _reader(hints[name])) for name in field_names(tp)]
+        cls = tp
+
+        def read_dataclass(value: Mapping[str, Any]) -> Any:
+            return cls(
+                **{
+                    name: None if (v := value[name]) is None else read(v)
+                    for name, read in fields
+                    if name in value
+                }
+            )
+
+        return read_dataclass
     if isinstance(tp, type) and issubclass(tp, Enum):
-        return tp(value)
+        return tp
     if tp is datetime:
         # fastavro already returns aware UTC datetimes for timestamp-millis; normalise anyway.
-        return value.astimezone(UTC)
+        return lambda value: value.astimezone(UTC)
+    return _as_read
+
+
+def _as_read(value: Any) -> Any:
     return value
