@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from datetime import timedelta
 
 from jobplane.events import Failure, FailureKind
-from jobplane.jobs import Job, JobStatus
+from jobplane.jobs import JobStatus
 from jobplane.store import JobStore, NewJob, utcnow
 
 FAILURE = Failure(kind=FailureKind.UNREACHABLE, message="refused", retryable=True)
@@ -36,7 +36,7 @@ async def test_a_claim_is_taken_over_only_when_it_is_old_and_nothing_came_of_it(
         job_id, 1, app_id="app", callback_token_hash="h1", deadline_at=deadline
     )
 
-    def reclaim(token_hash: str, claimed_before_s: float) -> Awaitable[Job | None]:
+    def reclaim(token_hash: str, claimed_before_s: float) -> Awaitable[bool]:
         return store.reclaim_attempt(
             job_id,
             1,
@@ -46,15 +46,15 @@ async def test_a_claim_is_taken_over_only_when_it_is_old_and_nothing_came_of_it(
             claimed_before=utcnow() + timedelta(seconds=claimed_before_s),
         )
 
-    assert await reclaim("h2", -60) is None  # the claim is younger than the lease
-    assert await reclaim("h2", +1) is not None  # its lease is over
+    assert not await reclaim("h2", -60)  # the claim is younger than the lease
+    assert await reclaim("h2", +1)  # its lease is over
     # The first claimant comes back: its writes no longer match.
     assert await store.mark_running(job_id, 1, "h1") is None
     assert await store.report_failure(job_id, 1, FAILURE, callback_token_hash="h1") is None
     running = await store.mark_running(job_id, 1, "h2")
     assert running is not None and running.status is JobStatus.RUNNING
     # Accepted: never taken over again.
-    assert await reclaim("h3", +1) is None
+    assert not await reclaim("h3", +1)
 
 
 async def test_the_first_report_wins_and_closes_the_deadline(store: JobStore) -> None:

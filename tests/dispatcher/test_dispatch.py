@@ -318,7 +318,7 @@ async def test_a_claim_whose_dispatcher_died_is_dispatched_on_replay(
         callback_token_hash="lost",
         deadline_at=datetime.now(UTC) + timedelta(hours=1),
     )
-    assert lost is not None
+    assert lost
     await kafka.produce(kafka.topics.requested, event)  # the uncommitted event, replayed
 
     job = await wait_for_job(store, event.job_id, JobStatus.RUNNING)

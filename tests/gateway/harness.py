@@ -100,7 +100,7 @@ class Gateway:
             callback_token_hash=hash_secret(token),
             deadline_at=utcnow() + timedelta(hours=1),
         )
-        assert claimed is not None
+        assert claimed
         if running:
             assert await self.conns.store.mark_running(job_id, attempt) is not None
         return token

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from jobplane.batching import Coalescer
 from jobplane.events import Failure, FailureKind
-from jobplane.jobs import JobStatus
+from jobplane.jobs import Job, JobStatus
 from jobplane.store import (
     GuardedWrite,
     JobStore,
@@ -187,16 +187,16 @@ async def test_concurrent_claims_each_win_by_their_own_guard_and_token(store: Jo
     )
 
     assert store._guarded_writes.batches - before < len(claims) // 4  # shared commands
-    won = {claims[n][2] for n, job in enumerate(answers) if job is not None}
+    won = {claims[n][2] for n, claimed in enumerate(answers) if claimed}
     assert "hash-wrong-attempt" not in won
     assert len({"hash-job-9", "hash-job-9-again"} & won) == 1  # one claim of job-9 wins
-    for n, job in enumerate(answers):
+    for n, claimed in enumerate(answers):
         job_id, _, token = claims[n]
-        if job is None:
+        if not claimed:
             continue
-        # the caller's answer is its job as written, with its own token
-        assert job.job_id == job_id and job.status is JobStatus.DISPATCHED
+        # a caller told it won holds the claim with its own token
         stored = await store.jobs.find_one({"_id": job_id})
+        assert stored is not None and stored["status"] == JobStatus.DISPATCHED.value
         assert stored is not None and stored["attempts"]["1"]["callback_token_hash"] == token
         assert "announce_due_at" not in stored
     still_queued = await store.get_job("job-4")
@@ -213,7 +213,7 @@ async def test_concurrent_outcomes_of_two_shapes_keep_each_jobs_own_values(
         await store.claim_attempt(job_id, 1, callback_token_hash=job_id, deadline_at=deadline)
     failure = Failure(kind=FailureKind.REPORTED, message="$not.a.path", retryable=True)
 
-    async def outcome(n: int) -> object:
+    async def outcome(n: int) -> Job | None:
         if n % 2:
             return await store.report_failure(
                 job_ids[n], 1, failure, callback_token_hash=job_ids[n]
@@ -224,9 +224,10 @@ async def test_concurrent_outcomes_of_two_shapes_keep_each_jobs_own_values(
     answers = await asyncio.gather(*(outcome(n) for n in range(20)))
 
     for n, job in enumerate(answers):
-        assert job is not None
+        # each caller's answer is its own job as written
+        assert job is not None and job.job_id == job_ids[n]
         stored = await store.get_job(job_ids[n])
-        assert stored is not None
+        assert stored is not None and job.updated_at == stored.updated_at
         report = stored.attempt_info(1)
         assert report is not None and report.report is not None
         if n % 2:

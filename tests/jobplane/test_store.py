@@ -72,9 +72,10 @@ async def test_claim_happens_once_per_attempt(store: JobStore) -> None:
     claimed = await store.claim_attempt("job-1", 1, callback_token_hash="h1", deadline_at=deadline)
     replay = await store.claim_attempt("job-1", 1, callback_token_hash="h2", deadline_at=deadline)
 
-    assert claimed is not None and replay is None
-    assert claimed.status is JobStatus.DISPATCHED
-    attempt = claimed.attempt_info(1)
+    assert claimed and not replay
+    claimed_job = await store.get_job("job-1")
+    assert claimed_job is not None and claimed_job.status is JobStatus.DISPATCHED
+    attempt = claimed_job.attempt_info(1)
     assert attempt is not None
     assert attempt.callback_token_hash == "h1"
     assert attempt.deadline_at == deadline

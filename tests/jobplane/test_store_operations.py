@@ -72,7 +72,8 @@ async def test_no_event_of_the_earlier_run_touches_the_redriven_job(store: JobSt
 
     # The earlier run's job.requested, job.failed, callback: attempt 1 is over.
     assert (
-        await store.claim_attempt("job-1", 1, callback_token_hash="x", deadline_at=deadline) is None
+        await store.claim_attempt("job-1", 1, callback_token_hash="x", deadline_at=deadline)
+        is False
     )
     assert await store.complete("job-1", 1, "{}", callback_token_hash="h1") is None
     assert await store.report_failure("job-1", 1, FAILURE, callback_token_hash="h1") is None
@@ -143,8 +144,7 @@ async def test_a_cancelled_queued_job_is_never_claimed(store: JobStore) -> None:
     assert cancelled.cancelled is not None and cancelled.cancelled.by == "app:app"
     assert cancelled.announce_due_at is None and cancelled.owed_event() is None
     assert cancelled.status.finished
-    claim = await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
-    assert claim is None
+    assert not await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
     assert await store.cancel("job-1", by="admin") is None  # once
 
 
@@ -165,7 +165,8 @@ async def test_a_retry_scheduled_job_cancelled_is_not_requested_again(store: Job
 
     assert cancelled is not None and cancelled.next_attempt_at is None
     assert (
-        await store.claim_attempt("job-1", 2, callback_token_hash="h", deadline_at=utcnow()) is None
+        await store.claim_attempt("job-1", 2, callback_token_hash="h", deadline_at=utcnow())
+        is False
     )
     assert await store.due_announcements(utcnow() + 2 * HOUR, 100) == []
 
@@ -221,7 +222,8 @@ async def test_a_held_job_waits_queued_and_is_released(store: JobStore) -> None:
     released = await store.get_job("job-1")
     assert released is not None and released.held_at is None
     assert released.announce_due_at == due
-    claimed = await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
+    assert await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
+    claimed = await store.get_job("job-1")
     assert claimed is not None and claimed.held_at is None
 
 
@@ -229,8 +231,9 @@ async def test_a_claim_clears_a_hold_left_behind(store: JobStore) -> None:
     await store.create_job(new_job())
     assert await store.hold("job-1", 1, app_id="app", recheck_at=utcnow())
 
-    claimed = await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
+    assert await store.claim_attempt("job-1", 1, callback_token_hash="h", deadline_at=utcnow())
 
+    claimed = await store.get_job("job-1")
     assert claimed is not None and claimed.held_at is None
 
 

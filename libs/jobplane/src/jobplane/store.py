@@ -507,19 +507,23 @@ class JobStore:
         callback_token_hash: str,
         deadline_at: datetime,
         app_id: str | None = None,
-    ) -> Job | None:
+    ) -> bool:
         """queued / retry_scheduled → dispatched, for exactly the attempt that is due (and, when
-        ``app_id`` is given, only a job of that app). Clears the owed ``job.requested``."""
+        ``app_id`` is given, only a job of that app). Clears the owed ``job.requested``. True
+        when the attempt is ours (no document is read back: the caller has the event)."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
-            JobStatus.DISPATCHED,
-            _claim_changes(attempt, now, callback_token_hash, deadline_at),
-            unset=("next_attempt_at", "announce_due_at", "held_at"),
-            guard={"app_id": app_id} if app_id is not None else None,
-            now=now,
+        return await self._wrote(
+            _transition(
+                job_id,
+                attempt,
+                (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
+                JobStatus.DISPATCHED,
+                _claim_changes(attempt, now, callback_token_hash, deadline_at),
+                unset=("next_attempt_at", "announce_due_at", "held_at"),
+                guard={"app_id": app_id} if app_id is not None else None,
+                now=now,
+                wants_document=False,
+            )
         )
 
     async def reclaim_attempt(
@@ -531,24 +535,28 @@ class JobStore:
         callback_token_hash: str,
         deadline_at: datetime,
         claimed_before: datetime,
-    ) -> Job | None:
+    ) -> bool:
         """Take over a claim whose dispatcher went away before the backend accepted: the
         attempt is still ``dispatched``, neither accepted nor reported, and was claimed before
-        ``claimed_before`` (by then a live dispatcher has had its answer). A new token."""
+        ``claimed_before`` (by then a live dispatcher has had its answer). A new token. True
+        when the attempt is ours now."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            (JobStatus.DISPATCHED,),
-            JobStatus.DISPATCHED,
-            _claim_changes(attempt, now, callback_token_hash, deadline_at),
-            guard={
-                "app_id": app_id,
-                f"attempts.{attempt}.accepted_at": {"$exists": False},
-                f"attempts.{attempt}.report": {"$exists": False},
-                f"attempts.{attempt}.dispatched_at": {"$lt": claimed_before},
-            },
-            now=now,
+        return await self._wrote(
+            _transition(
+                job_id,
+                attempt,
+                (JobStatus.DISPATCHED,),
+                JobStatus.DISPATCHED,
+                _claim_changes(attempt, now, callback_token_hash, deadline_at),
+                guard={
+                    "app_id": app_id,
+                    f"attempts.{attempt}.accepted_at": {"$exists": False},
+                    f"attempts.{attempt}.report": {"$exists": False},
+                    f"attempts.{attempt}.dispatched_at": {"$lt": claimed_before},
+                },
+                now=now,
+                wants_document=False,
+            )
         )
 
     async def mark_running(
@@ -557,15 +565,17 @@ class JobStore:
         """dispatched → running: the backend accepted the attempt (the claim with
         ``callback_token_hash``, when given: a claim taken over is no longer ours)."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            (JobStatus.DISPATCHED,),
-            JobStatus.RUNNING,
-            {f"attempts.{attempt}.accepted_at": now},
-            # A reported attempt (a timeout, or a callback faster than us) stays as it is.
-            guard=_first_report_guard(attempt, callback_token_hash),
-            now=now,
+        return await self._write_job(
+            _transition(
+                job_id,
+                attempt,
+                (JobStatus.DISPATCHED,),
+                JobStatus.RUNNING,
+                {f"attempts.{attempt}.accepted_at": now},
+                # A reported attempt (a timeout, or a callback faster than us) stays as it is.
+                guard=_first_report_guard(attempt, callback_token_hash),
+                now=now,
+            )
         )
 
     async def complete(
@@ -580,21 +590,23 @@ class JobStore:
         """dispatched / running → succeeded, if no outcome of the attempt was reported yet
         (and, for a callback, its token is the attempt's); owes ``job.completed``."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            OPEN_STATUSES,
-            JobStatus.SUCCEEDED,
-            {
-                "result": result,
-                "finished_at": now,
-                **_owes(now + announce_grace),
-                f"attempts.{attempt}.ended_at": now,
-                f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
-            },
-            unset=("deadline_at",),
-            now=now,
-            guard=_first_report_guard(attempt, callback_token_hash),
+        return await self._write_job(
+            _transition(
+                job_id,
+                attempt,
+                OPEN_STATUSES,
+                JobStatus.SUCCEEDED,
+                {
+                    "result": result,
+                    "finished_at": now,
+                    **_owes(now + announce_grace),
+                    f"attempts.{attempt}.ended_at": now,
+                    f"attempts.{attempt}.report": Report("succeeded", now).to_document(),
+                },
+                unset=("deadline_at",),
+                now=now,
+                guard=_first_report_guard(attempt, callback_token_hash),
+            )
         )
 
     async def report_failure(
@@ -641,22 +653,24 @@ class JobStore:
         entry: the job now owes the next ``job.requested``, announced by the relay if still
         owed at ``due_at`` + ``announce_grace`` (the dispatcher's claim clears it)."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            FAILABLE_STATUSES,
-            JobStatus.RETRY_SCHEDULED,
-            {
-                "attempt": attempt + 1,
-                "next_attempt_at": due_at,
-                "last_failure": failure_to_document(failure),
-                **_owes(due_at + announce_grace),
-                f"attempts.{attempt}.ended_at": now,
-                f"attempts.{attempt}.failure": failure_to_document(failure),
-            },
-            unset=("deadline_at",),
-            now=now,
-            guard=_run_guard(run_start_attempt),
+        return await self._write_job(
+            _transition(
+                job_id,
+                attempt,
+                FAILABLE_STATUSES,
+                JobStatus.RETRY_SCHEDULED,
+                {
+                    "attempt": attempt + 1,
+                    "next_attempt_at": due_at,
+                    "last_failure": failure_to_document(failure),
+                    **_owes(due_at + announce_grace),
+                    f"attempts.{attempt}.ended_at": now,
+                    f"attempts.{attempt}.failure": failure_to_document(failure),
+                },
+                unset=("deadline_at",),
+                now=now,
+                guard=_run_guard(run_start_attempt),
+            )
         )
 
     async def mark_dead(
@@ -673,21 +687,23 @@ class JobStore:
         unless the notifier's claim clears it first). ``run_start_attempt`` as for
         ``schedule_retry``."""
         now = utcnow()
-        return await self._transition(
-            job_id,
-            attempt,
-            FAILABLE_STATUSES,
-            JobStatus.DEAD,
-            {
-                "finished_at": now,
-                "last_failure": failure_to_document(failure),
-                **_owes(now + announce_grace),
-                f"attempts.{attempt}.ended_at": now,
-                f"attempts.{attempt}.failure": failure_to_document(failure),
-            },
-            unset=("deadline_at",),
-            now=now,
-            guard=_run_guard(run_start_attempt),
+        return await self._write_job(
+            _transition(
+                job_id,
+                attempt,
+                FAILABLE_STATUSES,
+                JobStatus.DEAD,
+                {
+                    "finished_at": now,
+                    "last_failure": failure_to_document(failure),
+                    **_owes(now + announce_grace),
+                    f"attempts.{attempt}.ended_at": now,
+                    f"attempts.{attempt}.failure": failure_to_document(failure),
+                },
+                unset=("deadline_at",),
+                now=now,
+                guard=_run_guard(run_start_attempt),
+            )
         )
 
     # -- operators: redrive, cancel, holding a disabled app's jobs -----------------------
@@ -825,26 +841,10 @@ class JobStore:
                 return earlier
         return answer
 
-    async def _transition(
-        self,
-        job_id: str,
-        attempt: int,
-        from_statuses: tuple[JobStatus, ...],
-        to_status: JobStatus,
-        changes: Document,
-        *,
-        now: datetime,
-        unset: tuple[str, ...] = (),
-        guard: Document | None = None,
-    ) -> Job | None:
-        query: Document = {
-            "_id": job_id,
-            "attempt": attempt,
-            "status": {"$in": [s.value for s in from_statuses]},
-            **(guard or {}),
-        }
-        changes = {"status": to_status.value, "updated_at": now, **changes}
-        return await self._write_job(GuardedWrite(job_id, query, changes, unset))
+    async def _wrote(self, write: GuardedWrite) -> bool:
+        """One guarded write (batched with its concurrent kin) that wants no document back:
+        True when its guard matched."""
+        return await self._guarded_writes.submit(write) is not None
 
     async def _write_job(self, write: GuardedWrite) -> Job | None:
         """One guarded write of a job (batched with its concurrent kin): the job as written,
@@ -991,7 +991,7 @@ class JobStore:
             ("announce_due_at",),
             wants_document=False,
         )
-        if await self._guarded_writes.submit(claim) is not None:
+        if await self._wrote(claim):
             return MailClaim.CLAIMED
         current = await self.jobs.find_one(
             {"_id": job_id}, projection={prefix: 1, "run_start_attempt": 1}
@@ -1036,7 +1036,7 @@ class JobStore:
         else:
             guard, unset = {"_id": job_id, f"{prefix}.claim_id": claim_id}, ()
         write = GuardedWrite(job_id, guard, changes, unset, wants_document=False)
-        return await self._guarded_writes.submit(write) is not None
+        return await self._wrote(write)
 
     async def release_user_mail(self, job_id: str, outcome: str, *, claim_id: str) -> None:
         """Give our claim up (nothing reached the SMTP server): the next try claims at once."""
@@ -1229,6 +1229,29 @@ class GuardedWrite:
         if self.unset:
             update["$unset"] = dict.fromkeys(self.unset, "")
         return update
+
+
+def _transition(
+    job_id: str,
+    attempt: int,
+    from_statuses: tuple[JobStatus, ...],
+    to_status: JobStatus,
+    changes: Document,
+    *,
+    now: datetime,
+    unset: tuple[str, ...] = (),
+    guard: Document | None = None,
+    wants_document: bool = True,
+) -> GuardedWrite:
+    """The guarded write of a status change of ``attempt``, from one of ``from_statuses``."""
+    query: Document = {
+        "_id": job_id,
+        "attempt": attempt,
+        "status": {"$in": [s.value for s in from_statuses]},
+        **(guard or {}),
+    }
+    changes = {"status": to_status.value, "updated_at": now, **changes}
+    return GuardedWrite(job_id, query, changes, unset, wants_document=wants_document)
 
 
 def _write_groups(writes: Sequence[GuardedWrite]) -> list[list[int]]:

@@ -196,9 +196,9 @@ class Dispatcher:
                     deadline_at=claim.deadline,
                     claimed_before=taking_over_before,
                 )
-                if claimed is not None:
+                if claimed:
                     log.warning("claimed attempt never reached the backend; dispatching it again")
-            if claimed is None:
+            if not claimed:
                 return None
             body = backend_body(
                 event,
