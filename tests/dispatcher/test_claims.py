@@ -78,9 +78,6 @@ async def test_the_first_report_wins_and_closes_the_deadline(store: JobStore) ->
 async def test_a_claim_of_another_apps_job_matches_nothing(store: JobStore) -> None:
     job_id = await stored_job(store)
     deadline = utcnow() + timedelta(minutes=5)
-    assert (
-        await store.claim_attempt(
-            job_id, 1, app_id="other", callback_token_hash="h", deadline_at=deadline
-        )
-        is None
+    assert not await store.claim_attempt(
+        job_id, 1, app_id="other", callback_token_hash="h", deadline_at=deadline
     )
