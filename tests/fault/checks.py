@@ -6,7 +6,11 @@ how long the platform took to recover.
   `queued` state and the backend never saw it (stored, never announced);
 - stuck: started, but not finished (succeeded / dead) by the bound;
 - duplicate e-mails: a message whose Message-ID, or whose (job, outcome, recipient), was
-  already received;
+  already received; except one: when the notifier is killed, a mail the SMTP server stored
+  just before (within SEND_WINDOW of the kill) may not have its "sent" recorded yet, and is
+  sent again, with the same Message-ID, once its claim goes stale. No SMTP client can avoid
+  that window (the server's answer and our record of it are two steps); such copies are
+  counted apart, as `redelivered`, and the receiving side can drop them by Message-ID;
 - missing e-mails: an outcome mail owed by a finished job (succeeded → the user; dead → the
   user; the app's and the platform's administrators get an "alert") that never arrived;
 - early retries: attempt n+1 received by the backend before attempt n's recorded failure
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,10 @@ def finish_time(doc: dict[str, Any]) -> datetime | None:
     return None
 
 
+# How close to the notifier's kill the first copy of a redelivered mail must have arrived.
+SEND_WINDOW = timedelta(seconds=1)
+
+
 @dataclass
 class Outcome:
     """One scenario's result: the row of the table, and details to explain a failure."""
@@ -104,6 +112,7 @@ class Outcome:
     lost: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    redelivered: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     early: list[str] = field(default_factory=list)
     wrong_outcome: list[str] = field(default_factory=list)
@@ -120,7 +129,8 @@ class Outcome:
         recovery = f"{self.recovery_seconds:.1f}" if self.recovery_seconds is not None else "-"
         return (
             f"{self.scenario:<18} {self.jobs:>5} {len(self.lost):>5} {len(self.stuck):>6}"
-            f" {len(self.duplicates):>6} {len(self.missing):>8} {len(self.early):>6}"
+            f" {len(self.duplicates):>6} {len(self.redelivered):>7} {len(self.missing):>8}"
+            f" {len(self.early):>6}"
             f" {recovery:>9} {len(self.wrong_outcome):>8} {self.not_acknowledged:>7}"
             f" {self.mails:>6} {self.seconds:>7.0f}"
         )
@@ -128,6 +138,7 @@ class Outcome:
     def details(self, limit: int = 5) -> str:
         lines = []
         for name in ("lost", "stuck", "duplicates", "missing", "early", "wrong_outcome"):
+            # (redelivered copies are no failure; they are counted in the row)
             items: list[str] = getattr(self, name)
             if items:
                 shown = "; ".join(items[:limit])
@@ -137,7 +148,8 @@ class Outcome:
 
 
 HEADER = (
-    f"{'scenario':<18} {'jobs':>5} {'lost':>5} {'stuck':>6} {'dupl.':>6} {'missing':>8}"
+    f"{'scenario':<18} {'jobs':>5} {'lost':>5} {'stuck':>6} {'dupl.':>6} {'redeliv':>7}"
+    f" {'missing':>8}"
     f" {'early':>6} {'recov.(s)':>9} {'outcome≠':>8} {'unacked':>7} {'mails':>6} {'time(s)':>7}"
 )
 
@@ -154,6 +166,7 @@ def check(
     retry_delays: list[float],
     fault_end: datetime,
     recover_by_mail: bool,
+    notifier_killed_at: datetime | None = None,
 ) -> Outcome:
     outcome = Outcome(scenario, len(acknowledged), mails=len(mails))
     received: dict[tuple[str, int], datetime] = {}
@@ -179,14 +192,17 @@ def check(
         owed |= expected_mails(doc, user_emails, admin_emails)
         outcome.early += early_retries(job_id, doc, received, retry_delays)
 
-    seen_ids: set[str] = set()
+    first_copy: dict[str, ReceivedMail] = {}
     seen_keys: Counter[MailKey] = Counter()
     for mail in sorted(mails, key=lambda m: m.received_at or datetime.min.replace(tzinfo=UTC)):
         message_id = str(mail.message.get("Message-ID", ""))
         keys = mail_keys(mail)
-        if message_id in seen_ids or any(seen_keys[k] for k in keys):
+        first = first_copy.get(message_id)
+        if first is not None and _in_send_window(first, notifier_killed_at):
+            outcome.redelivered.append(f"{message_id} to {mail.rcpt_tos} ({mail.path.name})")
+        elif first is not None or any(seen_keys[k] for k in keys):
             outcome.duplicates.append(f"{message_id} to {mail.rcpt_tos} ({mail.path.name})")
-        seen_ids.add(message_id)
+        first_copy.setdefault(message_id, mail)
         seen_keys.update(keys)
     outcome.missing = sorted(
         f"{k.job_id} {k.outcome} → {k.recipient}" for k in owed if not seen_keys[k]
@@ -194,6 +210,13 @@ def check(
 
     outcome.recovery_seconds = recovery(docs, mails, fault_end, by_mail=recover_by_mail)
     return outcome
+
+
+def _in_send_window(first: ReceivedMail, notifier_killed_at: datetime | None) -> bool:
+    """Whether the first copy reached the SMTP server as the notifier was killed."""
+    if notifier_killed_at is None or first.received_at is None:
+        return False
+    return abs(first.received_at - notifier_killed_at) <= SEND_WINDOW
 
 
 def early_retries(

@@ -121,6 +121,7 @@ async def test_fault(
             submit_all(http, api_key, deployment.name, job_mix(JOBS), SUBMIT_RATE)
         )
         await asyncio.sleep(FAULT_AT)
+        fault_start = datetime.now(UTC)
         await asyncio.to_thread(inject, fault, deployment, fault_infra, backend)
         fault_end = datetime.now(UTC)
         submitted = await submitting
@@ -154,6 +155,7 @@ async def test_fault(
         retry_delays=RETRY_DELAYS,
         fault_end=fault_end,
         recover_by_mail=fault.recover_by_mail,
+        notifier_killed_at=fault_start if fault.name == "kill-notifier" else None,
     )
     outcome.not_acknowledged = JOBS - len(submitted.acknowledged)
     outcome.seconds = time.monotonic() - began
