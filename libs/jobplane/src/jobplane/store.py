@@ -662,10 +662,8 @@ class JobStore:
                 {
                     "attempt": attempt + 1,
                     "next_attempt_at": due_at,
-                    "last_failure": failure_to_document(failure),
                     **_owes(due_at + announce_grace),
-                    f"attempts.{attempt}.ended_at": now,
-                    f"attempts.{attempt}.failure": failure_to_document(failure),
+                    **_attempt_failed(attempt, failure, now),
                 },
                 unset=("deadline_at",),
                 now=now,
@@ -695,10 +693,8 @@ class JobStore:
                 JobStatus.DEAD,
                 {
                     "finished_at": now,
-                    "last_failure": failure_to_document(failure),
                     **_owes(now + announce_grace),
-                    f"attempts.{attempt}.ended_at": now,
-                    f"attempts.{attempt}.failure": failure_to_document(failure),
+                    **_attempt_failed(attempt, failure, now),
                 },
                 unset=("deadline_at",),
                 now=now,
@@ -1252,6 +1248,17 @@ def _transition(
     }
     changes = {"status": to_status.value, "updated_at": now, **changes}
     return GuardedWrite(job_id, query, changes, unset, wants_document=wants_document)
+
+
+def _attempt_failed(attempt: int, failure: Failure, now: datetime) -> Document:
+    """What a failed attempt's end records, whatever follows it (a retry or death): its
+    failure, on the attempt and as the job's last."""
+    failure_document = failure_to_document(failure)
+    return {
+        "last_failure": failure_document,
+        f"attempts.{attempt}.ended_at": now,
+        f"attempts.{attempt}.failure": failure_document,
+    }
 
 
 def _write_groups(writes: Sequence[GuardedWrite]) -> list[list[int]]:
