@@ -82,10 +82,9 @@ async def submit_job(
     the answer goes: an event Kafka does not acknowledge (within ``PUBLISH_TIMEOUT_SECONDS``,
     in the background) is published by the outbox relay shortly. Kafka being away is no
     error here: answering one would make a client without Idempotency-Key submit a second
-    job. ``503`` means
-    nothing was stored (the job store was unavailable): retry. A retried request with the
-    same Idempotency-Key returns the same job; with another body it is a ``409``. A
-    disabled app's jobs are refused with ``403``.
+    job. ``503`` means nothing was stored (the job store was unavailable): retry. A retried
+    request with the same Idempotency-Key returns the same job; with another body it is a
+    ``409``. A disabled app's jobs are refused with ``403``.
     """
     if app.disabled:
         raise HTTPException(
