@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError as KafkaErrorCode
 from jobplane.config import CommonSettings
 from jobplane.events import Event, FailureKind, JobDead, JobRequested
 from jobplane.kafka import (
     EventLoop,
+    KafkaError,
     PermanentError,
     Publisher,
     Record,
@@ -346,3 +348,57 @@ async def test_stopping_lets_events_in_hand_finish_and_cancels_the_stuck_uncommi
     assert took < 1.5 + 2.0
     # The commit point of partition 0 stops below "stuck" (offset 1): quick is committed.
     assert (await committed(settings, group(settings), publisher.topics.requested)) == {0: 1}
+
+
+async def test_partitions_lost_with_the_membership_are_dropped_uncommitted(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """When the group has dropped the member (an outage outlived its session), the events in
+    hand of its partitions finish but nothing is committed for them: the partitions have a
+    new owner, and a refused commit would make librdkafka abandon the membership it is
+    acquiring again. (librdkafka's call is made here by hand, on the consumer's thread.)"""
+    settings = settings.model_copy(update={"drain_timeout_seconds": 10.0})
+    release = asyncio.Event()
+
+    async def waits(event: Event, record: Record) -> None:
+        await release.wait()
+
+    async def release_soon() -> None:
+        await asyncio.sleep(1.0)  # while the lost partitions are being drained
+        release.set()
+
+    topic = publisher.topics.requested
+    await asyncio.gather(*[await publisher.send(topic, requested(f"j-{i}")) for i in range(4)])
+    async with running_loop(settings, publisher, waits, concurrency=4) as loop:
+        await eventually(lambda: _true(len(loop.tasks) == 4), 20, lambda: "nothing in hand")
+        lost = sorted(loop.assigned)
+        releasing = asyncio.create_task(release_soon())
+        await loop.consumer.call(lambda _consumer: loop._on_lost(lost))
+        await releasing
+        assert not loop.tasks
+        assert not loop.assigned & set(lost)
+    assert await committed_total(settings, topic) == 0
+
+
+async def test_a_consumer_outside_its_group_sends_no_commit(settings: CommonSettings) -> None:
+    """Not a member (no broker reached yet): a commit that waits fails at once with
+    UNKNOWN_MEMBER_ID; one that does not is kept to be made again once a member."""
+    from jobplane.kafka_client import AsyncConsumer, TopicPartition
+
+    consumer = AsyncConsumer(
+        {
+            "bootstrap.servers": "127.0.0.1:9",
+            "group.id": group(settings),
+            "enable.auto.commit": False,
+        }
+    )
+    await consumer.start(["nowhere"])
+    tp = TopicPartition("nowhere", 0)
+    try:
+        with pytest.raises(KafkaError) as refused:
+            await consumer.commit({tp: 5})
+        assert refused.value.args[0].code() == KafkaErrorCode.UNKNOWN_MEMBER_ID
+        await consumer.commit({tp: 5}, wait=False)
+        assert consumer.failed_commits() == {tp}
+    finally:
+        await consumer.close()

@@ -369,6 +369,8 @@ class EventLoop:
         self.drain_timeout_s = settings.drain_timeout_seconds
         self.slots = asyncio.Semaphore(concurrency)
         self.offsets: dict[TopicPartition, _Offsets] = {}
+        # Partitions the group gave us: only theirs are committed (see _on_lost).
+        self.assigned: frozenset[TopicPartition] = frozenset()
         self.tasks: dict[asyncio.Task[None], _Work] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_commit = 0.0
@@ -378,7 +380,9 @@ class EventLoop:
         no more fetches, events in hand finish (or are cancelled after the drain timeout,
         uncommitted), what is done is committed, and the consumer leaves its group."""
         self._loop = asyncio.get_running_loop()
-        await self.consumer.start(topics, on_revoke=self._on_revoke)
+        await self.consumer.start(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         try:
             while True:
                 await self._pause_or_resume()
@@ -546,11 +550,11 @@ class EventLoop:
     ) -> dict[TopicPartition, int]:
         """Commit points that moved (``every``: all of them, also those committed already
         without waiting: a last commit that must not rely on an earlier one)."""
-        wanted = set(only) if only is not None else None
+        wanted = self.assigned if only is None else self.assigned & set(only)
         return {
             tp: offsets.commit_point()
             for tp, offsets in self.offsets.items()
-            if (wanted is None or tp in wanted)
+            if tp in wanted
             and offsets.commit_point() >= 0
             and (every or offsets.commit_point() > offsets.committed)
         }
@@ -589,24 +593,51 @@ class EventLoop:
                 extra=fields(count=len(stuck)),
             )
 
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """On the consumer's thread: the group gave us ``partitions`` (reading starts at
+        their committed offsets, so anything remembered of an earlier ownership is void)."""
+        assert self._loop is not None
+
+        async def take() -> None:
+            for tp in partitions:
+                self.offsets.pop(tp, None)
+            self.assigned = self.assigned | set(partitions)
+
+        asyncio.run_coroutine_threadsafe(take(), self._loop).result()
+
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """On the consumer's thread, before partitions move to another instance: finish their
         events (on the event loop) and commit them, then forget them."""
+        offsets = self._give_up(partitions, commit=True)
+        try:
+            commit_now(self.consumer.consumer, offsets)
+        except KafkaError as exc:  # partitions lost meanwhile: the next owner replays them
+            log.warning(
+                "cannot commit revoked partitions",
+                extra=fields(cause=error_cause(exc), error=str(exc)),
+            )
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """On the consumer's thread: the group dropped us (a broker outage outlived the
+        session) and ``partitions`` have a new owner already. Their events are finished or
+        cancelled as on a revoke, but nothing is committed: the broker would refuse it with
+        UNKNOWN_MEMBER_ID, and librdkafka would answer that by abandoning the membership
+        it is acquiring again. The next owner replays from the last commit."""
+        self._give_up(partitions, commit=False)
+
+    def _give_up(
+        self, partitions: list[TopicPartition], *, commit: bool
+    ) -> dict[TopicPartition, int]:
+        """Drain ``partitions`` on the event loop and forget them; their commit points."""
         assert self._loop is not None
         revoked = set(partitions)
 
         async def drain_revoked() -> dict[TopicPartition, int]:
             await self.drain(revoked)
-            offsets = self._to_commit(revoked, every=True)
+            offsets = self._to_commit(revoked, every=True) if commit else {}
+            self.assigned = self.assigned - revoked
             for tp in revoked:
                 self.offsets.pop(tp, None)
             return offsets
 
-        offsets = asyncio.run_coroutine_threadsafe(drain_revoked(), self._loop).result()
-        try:
-            commit_now(self.consumer.consumer, offsets)
-        except KafkaError as exc:  # partitions lost: the next owner replays them
-            log.warning(
-                "cannot commit revoked partitions",
-                extra=fields(cause=error_cause(exc), error=str(exc)),
-            )
+        return asyncio.run_coroutine_threadsafe(drain_revoked(), self._loop).result()

@@ -289,23 +289,31 @@ class AsyncConsumer:
         topics: Sequence[str],
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
-        """Create the consumer and subscribe; the callbacks run on the consumer's thread."""
+        """Create the consumer and subscribe; the callbacks run on the consumer's thread.
+
+        ``on_lost`` (default: ``on_revoke``): the group dropped this member, so the partitions
+        belong to somebody else already and a commit for them can only fail."""
         name = str(self.config.get("group.id", "consumer"))
         config = {**self.config, **client_callbacks(name), "on_commit": self._committed}
 
-        def assigned(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
-            if on_assign is not None:
-                on_assign([TopicPartition(p.topic, p.partition) for p in partitions])
+        def calling(
+            callback: Callable[[list[TopicPartition]], None] | None,
+        ) -> Callable[[Any, list[confluent_kafka.TopicPartition]], None]:
+            def call(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+                if callback is not None:
+                    callback([TopicPartition(p.topic, p.partition) for p in partitions])
 
-        def revoked(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
-            if on_revoke is not None:
-                on_revoke([TopicPartition(p.topic, p.partition) for p in partitions])
+            return call
 
         def create() -> None:
             self._consumer = confluent_kafka.Consumer(config)
             self._consumer.subscribe(
-                list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked
+                list(topics),
+                on_assign=calling(on_assign),
+                on_revoke=calling(on_revoke),
+                on_lost=calling(on_lost or on_revoke),
             )
 
         await asyncio.get_running_loop().run_in_executor(self._thread, create)
@@ -341,9 +349,17 @@ class AsyncConsumer:
 
         ``wait=False`` hands the commit to librdkafka and returns (a synchronous commit takes
         ~6 ms of the consumer's thread on the local broker); a failure is logged and listed
-        by ``failed_commits``. Commits are applied in order."""
+        by ``failed_commits``, as is a commit deferred because the consumer is joining its
+        group again. Commits are applied in order."""
+
+        def commit(consumer: confluent_kafka.Consumer) -> None:
+            if not wait and not consumer.memberid():
+                self._failed_commits.update(offsets)
+                return
+            commit_now(consumer, offsets, wait=wait)
+
         if offsets:
-            await self.call(lambda consumer: commit_now(consumer, offsets, wait=wait))
+            await self.call(commit)
 
     async def assignment(self) -> set[TopicPartition]:
         return await self.call(
@@ -369,9 +385,18 @@ class AsyncConsumer:
 def commit_now(
     consumer: confluent_kafka.Consumer, offsets: dict[TopicPartition, int], *, wait: bool = True
 ) -> None:
-    """Commit on the consumer's own thread (also from a rebalance callback)."""
+    """Commit on the consumer's own thread (also from a rebalance callback).
+
+    Raises UNKNOWN_MEMBER_ID without sending anything while the consumer is not a member of
+    its group (it is joining again): the broker would answer that, and on that answer
+    librdkafka drops the membership it is acquiring and starts over, so commits at a steady
+    pace would keep the consumer out of its group for ever."""
     if not offsets:
         return
+    if not consumer.memberid():
+        raise kafka_error(
+            confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID, "not a member of the group (joining)"
+        )
     native = [
         confluent_kafka.TopicPartition(tp.topic, tp.partition, o) for tp, o in offsets.items()
     ]
