@@ -49,9 +49,10 @@ async def test_a_claim_is_taken_over_only_when_it_is_old_and_nothing_came_of_it(
     assert not await reclaim("h2", -60)  # the claim is younger than the lease
     assert await reclaim("h2", +1)  # its lease is over
     # The first claimant comes back: its writes no longer match.
-    assert await store.mark_running(job_id, 1, "h1") is None
+    assert not await store.mark_running(job_id, 1, "h1")
     assert await store.report_failure(job_id, 1, FAILURE, callback_token_hash="h1") is None
-    running = await store.mark_running(job_id, 1, "h2")
+    assert await store.mark_running(job_id, 1, "h2")
+    running = await store.get_job(job_id)
     assert running is not None and running.status is JobStatus.RUNNING
     # Accepted: never taken over again.
     assert not await reclaim("h3", +1)
@@ -68,7 +69,7 @@ async def test_the_first_report_wins_and_closes_the_deadline(store: JobStore) ->
     # A timeout, a success at once or an "accepted" after it: nothing changes.
     assert await store.report_failure(job_id, 1, FAILURE) is None
     assert await store.complete(job_id, 1, "1", callback_token_hash="h") is None
-    assert await store.mark_running(job_id, 1, "h") is None
+    assert not await store.mark_running(job_id, 1, "h")
     doc = await store.jobs.find_one({"_id": job_id})
     assert doc is not None
     assert doc["attempts"]["1"]["report"]["error"]["kind"] == "unreachable"

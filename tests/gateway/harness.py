@@ -102,7 +102,7 @@ class Gateway:
         )
         assert claimed
         if running:
-            assert await self.conns.store.mark_running(job_id, attempt) is not None
+            assert await self.conns.store.mark_running(job_id, attempt)
         return token
 
     async def events(self, topic: str, cls: type[E], job_id: str) -> list[E]:

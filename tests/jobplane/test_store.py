@@ -85,7 +85,7 @@ async def test_full_lifecycle_with_a_retry(store: JobStore) -> None:
     await store.create_job(new_job())
     deadline = utcnow() + timedelta(minutes=5)
     await store.claim_attempt("job-1", 1, callback_token_hash="h1", deadline_at=deadline)
-    assert await store.mark_running("job-1", 1) is not None
+    assert await store.mark_running("job-1", 1)
 
     due = utcnow() + timedelta(seconds=30)
     retried = await store.schedule_retry("job-1", 1, FAILURE, due)

@@ -67,7 +67,6 @@ class Coalescer(Generic[T, R]):
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
         self.batches = 0  # commands sent, for tests and the curious
-        self.items = 0
 
     async def submit(self, item: T) -> R:
         """The outcome of ``item``: its own value, or its own (or its batch's) exception."""
@@ -89,7 +88,6 @@ class Coalescer(Generic[T, R]):
 
     async def _run(self, batch: list[_Call[T, R]]) -> None:
         self.batches += 1
-        self.items += len(batch)
         try:
             outcomes = await self._run_batch([call.item for call in batch])
             if len(outcomes) != len(batch):

@@ -561,11 +561,12 @@ class JobStore:
 
     async def mark_running(
         self, job_id: str, attempt: int, callback_token_hash: str | None = None
-    ) -> Job | None:
+    ) -> bool:
         """dispatched → running: the backend accepted the attempt (the claim with
-        ``callback_token_hash``, when given: a claim taken over is no longer ours)."""
+        ``callback_token_hash``, when given: a claim taken over is no longer ours). True
+        when it was still ours to mark."""
         now = utcnow()
-        return await self._write_job(
+        return await self._wrote(
             _transition(
                 job_id,
                 attempt,
@@ -575,6 +576,7 @@ class JobStore:
                 # A reported attempt (a timeout, or a callback faster than us) stays as it is.
                 guard=_first_report_guard(attempt, callback_token_hash),
                 now=now,
+                wants_document=False,
             )
         )
 
