@@ -12,7 +12,7 @@ from aiosmtplib.email import flatten_message
 from jobplane_notifier import mailer as mailer_module
 from jobplane_notifier.config import Settings
 from jobplane_notifier.mailer import Mail, Mailer
-from jobplane_notifier.smtp import MailRefusedError
+from jobplane_notifier.smtp import MailRefusedError, SendFailedError
 
 NOW = datetime(2026, 11, 23, 13, 8, 7, tzinfo=UTC)
 
@@ -104,3 +104,26 @@ def test_a_non_ascii_address_is_sent_with_smtputf8(mailer: Mailer) -> None:
 def test_an_address_no_header_can_carry_is_refused(mailer: Mailer, to: str) -> None:
     with pytest.raises(MailRefusedError):
         mailer.encode(mail(to=to))
+
+
+async def test_a_mail_that_found_no_free_connection_in_time_was_not_sent() -> None:
+    """More mails in hand than SMTP connections: one that waited out the SMTP timeout for a
+    connection is known not to have reached the server, so it may be tried again at once."""
+    few = Mailer(
+        Settings(
+            smtp_host="127.0.0.1",
+            mail_from="Jobplane <noreply@example.com>",
+            smtp_connections=1,
+            smtp_timeout_seconds=0.2,
+        )
+    )
+    async with few.pool.connection():  # the only connection is busy
+        with pytest.raises(SendFailedError) as failed:
+            await few.send(mail())
+    assert not failed.value.maybe_delivered
+
+
+def test_mails_in_hand_and_smtp_connections_are_set_apart() -> None:
+    settings = Settings(smtp_host="127.0.0.1")
+    assert (settings.concurrency, settings.smtp_connections) == (64, 8)
+    assert Mailer(settings).pool._idle.qsize() == 8

@@ -131,7 +131,7 @@ class Mailer:
         self.settings = settings
         self.domain = domain_of(settings.mail_from)
         self._sender = parseaddr(settings.mail_from)[1]
-        self.pool = SmtpPool(settings, settings.concurrency)
+        self.pool = SmtpPool(settings, settings.smtp_connections)
 
     def build(self, mail: Mail) -> Message:
         """The message; raises ValueError for an address that cannot be a header.
@@ -197,12 +197,19 @@ class Mailer:
     async def send(self, mail: Mail) -> None:
         """Send or raise ``MailRefusedError`` (permanent) or ``SendFailedError`` (transient)."""
         outgoing = self.encode(mail)
+        sending = False
         try:
-            # The whole send, not each command, is bounded: a claim outlives it.
-            async with asyncio.timeout(self.settings.smtp_timeout_seconds):
-                await self.pool.send(outgoing)
+            # The wait for a connection and the whole send, not each command, are bounded: a
+            # claim outlives them.
+            async with (
+                asyncio.timeout(self.settings.smtp_timeout_seconds),
+                self.pool.connection() as client,
+            ):
+                sending = True
+                await self.pool.send(client, outgoing)
         except TimeoutError as exc:
-            raise SendFailedError("SMTP send timed out", maybe_delivered=True) from exc
+            # Timed out waiting for a connection: nothing went out, the mail may go at once.
+            raise SendFailedError("SMTP send timed out", maybe_delivered=sending) from exc
         log.info("mail sent", extra=fields(to=mail.to, message_id=mail.message_id))
 
     async def aclose(self) -> None:

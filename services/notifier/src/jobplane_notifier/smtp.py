@@ -1,7 +1,7 @@
 """SMTP connections kept open across messages, and what a failed send means.
 
-One persistent ``aiosmtplib.SMTP`` per slot (the notifier's concurrency): a message borrows a
-connection, opens it if it is closed, and sends one transaction on it (MAIL, RCPT, DATA as
+A few persistent ``aiosmtplib.SMTP`` connections (``SMTP_CONNECTIONS``): a message waits for a
+free one, opens it if it is closed, and sends one transaction on it (MAIL, RCPT, DATA as
 separate steps, so that a failure says how far the message got). A connection whose state is
 unknown after an error is closed and opened again by the next message.
 
@@ -18,7 +18,9 @@ What a failure means:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import aiosmtplib
@@ -72,16 +74,22 @@ class SmtpPool:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def send(self, outgoing: Outgoing) -> None:
-        """Send one message on a pooled connection; raises MailRefusedError or SendFailedError."""
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        """Wait for a free connection (it may be closed: ``send`` opens it) and lend it."""
         client = await self._idle.get()
         try:
-            await self._send_on(client, outgoing)
+            yield client
         except BaseException:
             client.close()  # its state is unknown: the next message opens it afresh
             raise
         finally:
             self._idle.put_nowait(client)
+
+    async def send(self, client: aiosmtplib.SMTP, outgoing: Outgoing) -> None:
+        """Send one message on a connection of ``connection()``; raises MailRefusedError or
+        SendFailedError."""
+        await self._send_on(client, outgoing)
 
     async def _send_on(self, client: aiosmtplib.SMTP, outgoing: Outgoing) -> None:
         sender, recipient, data, utf8 = outgoing
