@@ -353,10 +353,12 @@ class AsyncConsumer:
         group again. Commits are applied in order."""
 
         def commit(consumer: confluent_kafka.Consumer) -> None:
-            if not wait and not consumer.memberid():
-                self._failed_commits.update(offsets)
-                return
-            commit_now(consumer, offsets, wait=wait)
+            try:
+                commit_now(consumer, offsets, wait=wait)
+            except KafkaException as exc:
+                if wait or exc.args[0].code() != confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID:
+                    raise
+                self._failed_commits.update(offsets)  # made again once a member
 
         if offsets:
             await self.call(commit)

@@ -208,7 +208,7 @@ class Mailer:
                 sending = True
                 await self.pool.send(client, outgoing)
         except TimeoutError as exc:
-            # Timed out waiting for a connection: nothing went out, the mail may go at once.
+            # Timed out still waiting for a connection: nothing went out, it may go at once.
             raise SendFailedError("SMTP send timed out", maybe_delivered=sending) from exc
         log.info("mail sent", extra=fields(to=mail.to, message_id=mail.message_id))
 

@@ -89,9 +89,6 @@ class SmtpPool:
     async def send(self, client: aiosmtplib.SMTP, outgoing: Outgoing) -> None:
         """Send one message on a connection of ``connection()``; raises MailRefusedError or
         SendFailedError."""
-        await self._send_on(client, outgoing)
-
-    async def _send_on(self, client: aiosmtplib.SMTP, outgoing: Outgoing) -> None:
         sender, recipient, data, utf8 = outgoing
         reused = client.is_connected
         try:
