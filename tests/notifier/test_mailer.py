@@ -125,5 +125,5 @@ async def test_a_mail_that_found_no_free_connection_in_time_was_not_sent() -> No
 
 def test_mails_in_hand_and_smtp_connections_are_set_apart() -> None:
     settings = Settings(smtp_host="127.0.0.1")
-    assert (settings.concurrency, settings.smtp_connections) == (64, 8)
-    assert Mailer(settings).pool._idle.qsize() == 8
+    assert (settings.concurrency, settings.smtp_connections) == (64, 32)
+    assert Mailer(settings).pool._idle.qsize() == 32
