@@ -58,3 +58,36 @@ async def test_a_stopping_sink_answers_the_message_it_stores_and_refuses_new_one
     assert await storing == "250 Message accepted for delivery"
     await stopping
     assert len(await asyncio.to_thread(lambda: list(tmp_path.glob("*.eml")))) == 1
+
+
+def _envelope(n: int) -> SimpleNamespace:
+    raw = f"Subject: {n}\r\n\r\nmail {n}\r\n".encode()
+    return SimpleNamespace(
+        mail_from="a@example.com", rcpt_tos=["b@example.com"], original_content=raw, content=raw
+    )
+
+
+async def test_messages_arriving_together_are_each_stored_and_answered(tmp_path: Path) -> None:
+    handler = MailboxHandler(tmp_path)
+    answers = await asyncio.gather(
+        *(handler.handle_DATA(None, None, _envelope(n)) for n in range(20))
+    )
+    assert answers == ["250 Message accepted for delivery"] * 20
+    stored = await asyncio.to_thread(lambda: sorted(p.read_bytes() for p in tmp_path.glob("*.eml")))
+    assert stored == sorted(_envelope(n).content for n in range(20))
+
+
+async def test_a_message_that_cannot_be_stored_is_refused_for_now_not_for_good(
+    tmp_path: Path,
+) -> None:
+    not_a_directory = tmp_path / "mailbox"
+    not_a_directory.write_text("a file where the mailbox should be")
+    handler = MailboxHandler(not_a_directory)
+
+    answer = await handler.handle_DATA(None, None, _envelope(1))
+
+    assert answer.startswith("451 ")  # 4xx: the client keeps it and sends it again later
+    not_a_directory.unlink()
+    assert (
+        await handler.handle_DATA(None, None, _envelope(2)) == "250 Message accepted for delivery"
+    )

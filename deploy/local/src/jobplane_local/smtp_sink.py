@@ -35,6 +35,21 @@ def _write_atomically(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+_Message = tuple[str, list[str], bytes]  # mail_from, rcpt_tos, the raw bytes
+
+
+def _store_batch(mailbox: Path, messages: list[_Message]) -> list[OSError | None]:
+    """Store each message; what went wrong with each (None: stored)."""
+    errors: list[OSError | None] = []
+    for mail_from, rcpt_tos, raw in messages:
+        try:
+            store_message(mailbox, mail_from, rcpt_tos, raw)
+            errors.append(None)
+        except OSError as exc:  # a message that cannot be stored fails alone
+            errors.append(exc)
+    return errors
+
+
 def store_message(mailbox: Path, mail_from: str, rcpt_tos: Sequence[str], raw: bytes) -> Path:
     """Store one message in `mailbox`; return the path of its `.eml`. The `.json` comes last."""
     mailbox.mkdir(parents=True, exist_ok=True)
@@ -53,6 +68,10 @@ def store_message(mailbox: Path, mail_from: str, rcpt_tos: Sequence[str], raw: b
 class MailboxHandler:
     """aiosmtpd handler: accept all recipients, store every message.
 
+    Messages are stored by one thread, in batches: those that arrive while a batch is being
+    written go in the next one, so the hand-over to the thread is paid per batch, not per
+    message. Each message is answered once it is on disk.
+
     A stopping sink, like a real MTA, finishes the messages it is storing (the client gets
     its 250) and refuses new ones with 421; cut off between storing a message and answering,
     the client would send it again (at-least-once, the same Message-ID)."""
@@ -60,7 +79,9 @@ class MailboxHandler:
     def __init__(self, mailbox: Path) -> None:
         self.mailbox = mailbox
         self.stopping = False
-        self._storing = 0
+        # Messages not yet being written, each with its answer to come: stored, or why not.
+        self._pending: list[tuple[_Message, asyncio.Future[OSError | None]]] = []
+        self._writing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -70,17 +91,30 @@ class MailboxHandler:
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", errors="surrogateescape")
-        self._storing += 1
-        self._idle.clear()
-        try:
-            await asyncio.to_thread(
-                store_message, self.mailbox, envelope.mail_from or "", envelope.rcpt_tos, raw
-            )
-        finally:
-            self._storing -= 1
-            if not self._storing:
-                self._idle.set()
+        stored: asyncio.Future[OSError | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(((envelope.mail_from or "", list(envelope.rcpt_tos), raw), stored))
+        if self._writing is None:
+            self._idle.clear()
+            self._writing = asyncio.create_task(self._write_batches())
+        error = await stored
+        if error is not None:
+            # A full or failing disk is passing: 4xx, so that the client sends it again later
+            # (a 5xx would tell it the message can never be delivered).
+            return f"451 jobplane-smtp-sink cannot store the message now: {error.strerror or error}"
         return "250 Message accepted for delivery"
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                errors = await asyncio.to_thread(
+                    _store_batch, self.mailbox, [message for message, _ in batch]
+                )
+                for (_, stored), error in zip(batch, errors, strict=True):
+                    stored.set_result(error)
+        finally:
+            self._writing = None
+            self._idle.set()
 
     async def finish(self, timeout_seconds: float = 5.0) -> None:
         """Refuse new messages; wait for those being stored, and for their answers to go."""
