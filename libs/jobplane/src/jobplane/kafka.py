@@ -189,7 +189,10 @@ def consumer_config(settings: CommonSettings, group_id: str) -> dict[str, Any]:
         # A member that died frees its partitions after this (see the setting); librdkafka
         # heartbeats from its own thread, so a busy event loop does not count against it.
         "session.timeout.ms": int(settings.kafka_session_timeout_seconds * 1000),
-        "heartbeat.interval.ms": int(settings.kafka_session_timeout_seconds * 1000 / 5),
+        # Kafka's default (3 s, at most a third of the session). A member hears of a
+        # rebalance in its next heartbeat, and the group waits for every member: with a fifth
+        # of the session (9 s), a second dispatcher joining paused consumption for ~6 s.
+        "heartbeat.interval.ms": min(3000, int(settings.kafka_session_timeout_seconds * 1000 / 3)),
         # The lag per partition, when the process exports metrics (jobplane.metrics).
         **metrics.consumer_statistics(group_id, settings.consumer_lag_interval_seconds),
     }
