@@ -8,8 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import aiosmtplib
+from aiosmtpd.smtp import SMTP
 from jobplane_local import Mailbox
-from jobplane_local.smtp_sink import MailboxHandler
+from jobplane_local.smtp_sink import MailboxHandler, SinkSMTP
 from jobplane_local.testing import Infra
 
 
@@ -91,3 +92,21 @@ async def test_a_message_that_cannot_be_stored_is_refused_for_now_not_for_good(
     assert (
         await handler.handle_DATA(None, None, _envelope(2)) == "250 Message accepted for delivery"
     )
+
+
+async def test_the_sink_parses_addresses_as_aiosmtpd_does(tmp_path: Path) -> None:
+    handler = MailboxHandler(tmp_path)
+    ours, theirs = SinkSMTP(handler, hostname="sink"), SMTP(handler, hostname="sink")
+    args = [
+        "<a@example.com>",
+        "<a@example.com> SIZE=100",
+        "b@example.com",
+        "<>",
+        "<not an address",
+        "<" + "x" * 65 + "@example.com>",  # a local part over the limit
+        "<usér@exämple.com>",
+    ]
+    for limit in (0, 64):
+        ours.local_part_limit = theirs.local_part_limit = limit
+        for arg in args * 2:  # the second time from what the sink remembers
+            assert ours._getaddr(arg) == theirs._getaddr(arg), (arg, limit)
