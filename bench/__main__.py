@@ -95,7 +95,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="only Jobplane with an empty and a preloaded store, --runs alternating pairs",
     )
     parser.add_argument("--report", type=Path, help="print a saved result (JSON) again and stop")
-    parser.add_argument("--keep-servers", action="store_true", help="leave the servers running")
+    parser.add_argument(
+        "--keep-servers",
+        action="store_true",
+        help="leave the servers running (the next invocation restarts them)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.runs = min(args.jobs, 100), 1
@@ -180,6 +184,9 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     backend: Service | None = None
     try:
+        # Servers an earlier invocation left (--keep-servers, or killed) are started afresh:
+        # a run measures the code checked out now (the SMTP sink is ours too).
+        await asyncio.to_thread(servers.down, log)
         await asyncio.to_thread(servers.up, log)
         backend = await asyncio.to_thread(systems.start_backend, bench)
         with Progress(*columns, console=console) as progress:
