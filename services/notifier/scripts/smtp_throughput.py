@@ -1,12 +1,14 @@
 """Mails per second to the local SMTP sink: a new connection per mail (``aiosmtplib.send``,
 as the notifier did) against the notifier's pool of persistent connections.
 
-    uv run python services/notifier/scripts/smtp_throughput.py --mails 1000 --in-flight 8
+    uv run --group bench python services/notifier/scripts/smtp_throughput.py \
+        --mails 1000 --in-flight 8
 
 Starts its own sink (``jobplane_local.smtp_sink``, a separate process) on ``--port`` with a
-temporary mailbox, then alternates the two ways ``--runs`` times; prints mails/s and the
-sending process's CPU per mail for each run, and the medians. The sink writes and fsyncs two
-files per mail, so on a slow disk it, not the sender, bounds mails/s.
+temporary mailbox, then alternates the two ways ``--runs`` times; prints mails/s and the CPU
+per mail of the sending process and of the sink for each run, and the medians. The sink writes
+and syncs two files per mail (a batch of mails at once), so on a slow disk it, not the sender,
+bounds mails/s.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiosmtplib
+import psutil
 from jobplane_notifier.config import Settings
 from jobplane_notifier.mailer import Mail, Mailer
 
@@ -126,6 +129,7 @@ def main() -> None:
         smtp_host="127.0.0.1",
         smtp_port=args.port,
         concurrency=args.in_flight,
+        smtp_connections=args.in_flight,
         mail_from="Jobplane <jobplane@jobplane.test>",
     )
     ways: dict[str, Callable[[Settings, int, int], Coroutine[Any, Any, tuple[float, float]]]] = {
@@ -134,6 +138,7 @@ def main() -> None:
     }
     rates: dict[str, list[float]] = {name: [] for name in ways}
     cpus: dict[str, list[float]] = {name: [] for name in ways}
+    sink_cpus: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory() as mailbox:
         command = [sys.executable, "-m", "jobplane_local.smtp_sink", "--port", str(args.port),
                    "--mailbox", mailbox]  # fmt: skip
@@ -142,14 +147,19 @@ def main() -> None:
         sink = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603
         try:
             wait_for_port(args.port)
+            sink_process = psutil.Process(sink.pid)
             for run in range(args.runs):
                 for name, way in ways.items():
+                    sink_before = sum(sink_process.cpu_times()[:2])
                     elapsed, cpu = asyncio.run(way(settings, args.mails, args.in_flight))
+                    sink_cpu = sum(sink_process.cpu_times()[:2]) - sink_before
                     rates[name].append(args.mails / elapsed)
                     cpus[name].append(cpu * 1000 / args.mails)
+                    sink_cpus[name].append(sink_cpu * 1000 / args.mails)
                     print(
                         f"run {run + 1} {name:20} {rates[name][-1]:7.0f} mails/s "
-                        f"{cpus[name][-1]:6.2f} ms client CPU/mail",
+                        f"{cpus[name][-1]:6.2f} ms client CPU/mail "
+                        f"{sink_cpus[name][-1]:6.2f} ms sink CPU/mail",
                         flush=True,
                     )
         finally:
@@ -159,6 +169,7 @@ def main() -> None:
         name: {
             "mails_per_s": round(statistics.median(rates[name])),
             "client_cpu_ms_per_mail": round(statistics.median(cpus[name]), 2),
+            "sink_cpu_ms_per_mail": round(statistics.median(sink_cpus[name]), 2),
         }
         for name in ways
     }
