@@ -107,7 +107,7 @@ def mail(to: str, job_id: str, job_type: str, outcome: str, detail: str) -> Emai
     message["Date"] = format_datetime(finished)
     message["Message-ID"] = f"<{job_id}.{outcome}.{uuid.uuid4().hex[:8]}@localhost>"
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Job-Id"] = job_id
+    message["X-Jobplane-Job-Id"] = job_id
     message.set_content(text)
     message.add_alternative(html + "</html>", subtype="html")
     return message

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
-from bench import figures, profiling, report, stats
+from bench import figures, mail, profiling, report, stats
 
 
 def test_percentile_interpolates_and_is_nan_when_empty() -> None:
@@ -150,3 +152,37 @@ def test_the_retry_services_own_lateness_is_read_from_its_log() -> None:
         ]
     )
     assert figures.released_late_ms(log) == [12.0, 40.0]
+
+
+def _deliver(directory: Path, name: str, message: EmailMessage, to: str) -> None:
+    """A mail as the SMTP sink stores it: the raw message and its envelope beside it."""
+    (directory / f"{name}.eml").write_bytes(message.as_bytes())
+    envelope = {"mail_from": "jobplane@localhost", "rcpt_tos": [to],
+                "received_at": "2026-11-24T06:09:47.530713+00:00"}  # fmt: skip
+    (directory / f"{name}.json").write_text(json.dumps(envelope))
+
+
+def test_mail_watcher_reads_the_job_from_the_header_or_else_the_body(tmp_path: Path) -> None:
+    to = "user@bench.example.com"
+    by_header = EmailMessage()
+    by_header["To"] = to
+    by_header["X-Jobplane-Job-Id"] = "job-a"
+    by_header.set_content("Hello,\n\nJob ID: job-a\n", cte="base64")  # as the notifier's
+    assert b"Job ID" not in by_header.as_bytes()
+    by_body = EmailMessage()
+    by_body["To"] = to
+    by_body.set_content("Hello,\n\nJob ID: job-b\n", cte="base64")
+    other = EmailMessage()
+    other["To"] = "someone-else@example.com"
+    other["X-Jobplane-Job-Id"] = "job-c"
+    other.set_content("Job ID: job-c\n")
+    _deliver(tmp_path, "1", by_header, to)
+    _deliver(tmp_path, "2", by_body, to)
+    _deliver(tmp_path, "3", other, "someone-else@example.com")
+
+    watcher = mail.MailWatcher(tmp_path, to)
+    watcher.poll()
+
+    assert set(watcher.received) == {"job-a", "job-b"}
+    assert watcher.received["job-a"] == datetime(2026, 11, 24, 6, 9, 47, 530713, UTC).timestamp()
+    assert watcher.unmatched == 0
