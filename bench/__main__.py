@@ -223,6 +223,14 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
             meta["celery_pool"] = f"{pool}:{size}"
             spec = functools.partial(spec, pool=pool, pool_size=size)
 
+            # One unmeasured run of each system first. Every run deletes what it wrote (its
+            # mail, topics and database), and on this machine's disk (ext4 with `discard`) the
+            # next writes into freed blocks cost the kernel more: the SMTP sink's CPU per mail
+            # doubles (0.5 -> 1.7 ms, `bench/README.md`). Without this run, the first measured
+            # run alone found a clean disk, and it was always Jobplane's.
+            if not args.quick:
+                for system in want:
+                    await run(spec(system=system, scenario="warm-up, unmeasured"))
             for n in range(args.runs):
                 for system in want:
                     result = await run(spec(system=system, scenario=f"main {n + 1}"))
