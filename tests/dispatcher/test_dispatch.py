@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from jobplane.events import FailureKind, JobCompleted, JobFailed, JobRequested
+from jobplane.events import FailureKind, JobCompleted, JobFailed, JobRequested, utc_now
 from jobplane.jobs import Job, JobStatus
 from jobplane.security import hash_secret
 from jobplane.store import App, JobStore, NewJob
@@ -151,6 +151,23 @@ async def test_a_job_produced_directly_by_an_app_is_created(
         "thumbnail",
         1,
     )
+
+
+async def test_a_request_with_not_before_is_dispatched_then_not_earlier(
+    settings: Settings, store: JobStore, kafka: Kafka, backend: StubBackend, dispatcher: None
+) -> None:
+    """A retry arrives ahead of its due time (the retry service's release lead); the
+    attempt is claimed and the backend called at ``not_before``, not when it arrives."""
+    await register_app(store, "app-later", backend.url)
+    not_before = utc_now() + timedelta(seconds=1.5)
+    event = dataclasses.replace(job_requested("app-later", "job-later"), not_before=not_before)
+    await kafka.produce(kafka.topics.requested, event)
+    await asyncio.sleep(0.8)
+    assert backend.calls_for("job-later") == []
+    job = await wait_for_job(store, "job-later", JobStatus.RUNNING)
+    (attempt,) = job.attempts
+    assert attempt.dispatched_at is not None and attempt.dispatched_at >= not_before
+    assert len(backend.calls_for("job-later")) == 1
 
 
 async def test_refused_connection_is_reported_unreachable(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError as KafkaErrorCode
 from jobplane.config import CommonSettings
-from jobplane.events import Event, FailureKind, JobDead, JobRequested
+from jobplane.events import Event, FailureKind, JobDead, JobRequested, utc_now
 from jobplane.kafka import (
     EventLoop,
     KafkaError,
@@ -43,6 +45,7 @@ async def running_loop(
     concurrency: int = 1,
     *,
     ordered: bool = False,
+    not_before: Any = None,
 ) -> AsyncIterator[EventLoop]:
     loop = EventLoop(
         make_consumer(settings, group(settings)),
@@ -52,6 +55,7 @@ async def running_loop(
         concurrency=concurrency,
         settings=settings,
         ordered=ordered,
+        not_before=not_before,
     )
     async with running(loop.run([publisher.topics.requested])):
         yield loop
@@ -128,15 +132,18 @@ async def test_undecodable_and_permanent_errors_go_to_job_dead(
     assert by_job["rejected-job"].app_id == "a"
 
 
-async def _one_partition(settings: CommonSettings, publisher: Publisher, *jobs: str) -> None:
-    """Publish ``requested(job)`` for each job to partition 0, in order."""
+async def _one_partition(
+    settings: CommonSettings, publisher: Publisher, *jobs: str | JobRequested
+) -> None:
+    """Publish ``requested(job)`` (or the event given) for each job to partition 0, in order."""
     from jobplane import codec
 
     for job in jobs:
+        event = requested(job) if isinstance(job, str) else job
         future = await publisher.producer.send(
             publisher.topics.requested,
-            codec.encode(requested(job)),
-            key=job.encode(),
+            codec.encode(event),
+            key=event.job_id.encode(),
             partition=0,
         )
         await future
@@ -187,6 +194,32 @@ async def test_a_transient_failure_waits_without_holding_a_slot(
         await eventually(lambda: _true("waits" in handled), 40, lambda: str(handled))
         await wait_committed(settings, publisher.topics.requested, 3)
     assert await read_events(settings, publisher.topics.dead, JobDead) == []
+
+
+async def test_an_event_is_handled_at_its_not_before_and_waits_without_a_slot(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """With one slot, an event due in a second is handled no earlier than that (by the wall
+    clock); the event behind it on its partition is handled meanwhile, and the offset
+    stays below the waiting one until it is done."""
+    handled: dict[str, datetime] = {}
+
+    async def handler(event: Event, record: Record) -> None:
+        handled[event.job_id] = datetime.now(UTC)
+
+    def not_before(event: Event) -> datetime | None:
+        return event.not_before if isinstance(event, JobRequested) else None
+
+    due = utc_now() + timedelta(seconds=1.5)
+    later = dataclasses.replace(requested("later"), not_before=due)
+    await _one_partition(settings, publisher, later, "now")
+    async with running_loop(settings, publisher, handler, concurrency=1, not_before=not_before):
+        await eventually(lambda: _true("now" in handled), 10, lambda: str(handled))
+        assert "later" not in handled
+        assert await committed_total(settings, publisher.topics.requested) == 0
+        await eventually(lambda: _true("later" in handled), 10, lambda: str(handled))
+        await wait_committed(settings, publisher.topics.requested, 2)
+    assert handled["now"] < due <= handled["later"]
 
 
 async def test_one_keys_events_are_handled_in_order_others_concurrently(

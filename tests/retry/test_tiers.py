@@ -23,7 +23,10 @@ from tests.support import committed, eventually, of_job, read_events, running
 
 @contextlib.asynccontextmanager
 async def tiers(
-    settings: Settings, publisher: Publisher, topics: Topics
+    settings: Settings,
+    publisher: Publisher,
+    topics: Topics,
+    release_lead: timedelta = timedelta(0),
 ) -> AsyncIterator[TierLoop]:
     """The tier loop running, once it owns every partition of every tier topic."""
     producer = tier_producer(settings)
@@ -33,6 +36,7 @@ async def tiers(
         producer,
         topics,
         max_held_per_partition=settings.tier_max_held_per_partition,
+        release_lead=release_lead,
     )
     try:
         async with running(loop.run()):
@@ -100,6 +104,26 @@ async def test_retry_is_requested_at_its_due_time_never_before(
     )
     offsets = await committed(settings, settings.tiers_group_id, topics.retry(2))
     assert sum(offsets.values()) == 1
+
+
+async def test_with_a_lead_a_retry_is_requested_ahead_and_not_before_its_due_time(
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
+) -> None:
+    """Requested ``release_lead`` before due (not earlier), carrying the due time as
+    ``not_before``: the dispatcher calls the backend then."""
+    job_id = f"job-{unique_id}"
+    lead = timedelta(seconds=1.0)
+    async with tiers(settings, publisher, topics, release_lead=lead):
+        due_at = utc_now() + timedelta(seconds=2.0)
+        await produce(publisher, topics.retry(1), scheduled(job_id, due_at, attempt=1))
+        (requested,) = await read_events(
+            settings, topics.requested, JobRequested, until=bool, timeout=10, where=of_job(job_id)
+        )
+        seen_at = utc_now()
+    assert requested.not_before == due_at
+    assert requested.occurred_at >= due_at - lead  # never before its release time
+    assert seen_at < due_at  # the transaction was over before the retry is due
+    assert requested.attempt == 2
 
 
 async def test_a_later_event_on_one_partition_does_not_delay_another_partition(

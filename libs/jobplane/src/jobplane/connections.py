@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from pymongo import AsyncMongoClient
 
@@ -74,6 +75,7 @@ async def consume(
     concurrency: int = 1,
     transient: tuple[type[BaseException], ...] = (),
     ordered: bool = False,
+    not_before: Callable[[Event], datetime | None] | None = None,
 ) -> None:
     """Run ``handler`` on every event of ``topics`` as member of ``group_id``, until
     cancelled; then stop cleanly (see EventLoop.run)."""
@@ -86,6 +88,7 @@ async def consume(
         settings=conns.settings,
         transient=transient,
         ordered=ordered,
+        not_before=not_before,
     )
     log.info("consuming", extra=fields(group_id=group_id, topics=topics))
     await loop.run(topics)

@@ -133,6 +133,9 @@ class JobRequested(Event):
 
     payload: str  # JSON text, passed to the backend untouched
     timeout_seconds: int | None = None  # None: the app's default
+    # A retry is requested ahead of its due time and carries it here: the dispatcher calls
+    # the backend at this instant, not before. None: at once.
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

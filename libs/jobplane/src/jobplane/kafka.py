@@ -44,6 +44,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import confluent_kafka
@@ -51,7 +52,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
 
 from jobplane import codec, metrics, tracing
 from jobplane.config import CommonSettings
-from jobplane.events import Envelope, Event, Failure, FailureKind, JobDead
+from jobplane.events import Envelope, Event, Failure, FailureKind, JobDead, utc_now
 from jobplane.kafka_client import (
     AsyncConsumer,
     AsyncProducer,
@@ -337,6 +338,14 @@ class _Work:
     backing_off: bool = False
 
 
+async def sleep_until(instant: datetime) -> None:
+    """Return at ``instant`` by the wall clock, never before (the event loop's timer runs
+    on the monotonic clock, which may drift from the wall clock a due time is written in)."""
+    # Not an asyncio.Event: nothing sets it, the clock does (ruff's ASYNC110).
+    while (left := (instant - utc_now()).total_seconds()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(left)
+
+
 class EventLoop:
     """Consume events and hand each to ``handler``; commit only what is done.
 
@@ -355,11 +364,15 @@ class EventLoop:
         settings: CommonSettings | None = None,
         transient: tuple[type[BaseException], ...] = (),
         ordered: bool = False,
+        not_before: Callable[[Event], datetime | None] | None = None,
     ) -> None:
         """``ordered``: events with the same key (one job's) are handled one after the
-        other, in offset order; events of different keys still run concurrently."""
+        other, in offset order; events of different keys still run concurrently.
+        ``not_before``: the instant before which an event must not be handled (None: at
+        once); it waits for it without a concurrency slot."""
         settings = settings or CommonSettings()
         self.ordered = ordered
+        self.not_before = not_before
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
         self.consumer = consumer
         self.publisher = publisher
@@ -473,6 +486,9 @@ class EventLoop:
                 ),
             ):
                 try:
+                    until = self.not_before(event) if self.not_before else None
+                    if until is not None:
+                        await self._wait_without_slot(work, sleep_until(until))
                     await self._until_done(work, lambda: self.handler(event, record))
                 except PermanentError as exc:
                     reason = str(exc)

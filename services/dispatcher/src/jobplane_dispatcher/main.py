@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from jobplane import metrics, service, tracing
 from jobplane.connections import connect, consume
@@ -19,6 +20,11 @@ SERVICE = "dispatcher"
 
 def _expected(topic: str) -> type[Event]:
     return JobRequested
+
+
+def _not_before(event: Event) -> datetime | None:
+    # A retry arrives a little ahead of its due time (the retry service's release lead).
+    return event.not_before if isinstance(event, JobRequested) else None
 
 
 async def serve(settings: Settings) -> None:
@@ -54,6 +60,7 @@ async def _serve(settings: Settings) -> None:
                     _expected,
                     dispatcher.handle,
                     concurrency=settings.concurrency,
+                    not_before=_not_before,
                 )
             )
             tasks.create_task(sweeper.run())

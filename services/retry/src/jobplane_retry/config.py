@@ -23,6 +23,12 @@ class Settings(CommonSettings):
     # Random extra delay, as a fraction of the base delay: 0.1 = up to +10%, never less.
     jitter: float = Field(default=0.1, ge=0, le=10)
 
+    # A retry is requested this long before it is due, with its due time as the request's
+    # ``not_before``: the dispatcher calls the backend at that instant. The Kafka transaction
+    # that requests it (a few ms idle, hundreds on a busy machine) then happens before the
+    # due time instead of making the retry late. 0: requested at its due time.
+    release_lead_seconds: float = Field(default=1.0, ge=0)
+
     # Events a tier partition holds in memory until due, at most; beyond it the partition
     # is paused until half of them are out.
     tier_max_held_per_partition: int = Field(default=2000, ge=1)

@@ -1,11 +1,16 @@
 """The delay tiers: hold each ``job.retry.N`` event until it is due, then request the retry.
 
+A retry is requested ``release_lead`` before its due time, as a ``job.requested`` whose
+``not_before`` is the due time: the dispatcher calls the backend at that instant, never
+before. The transaction that requests it, which takes hundreds of milliseconds on a busy
+machine, then happens before the due time instead of making the retry late.
+
 One consumer reads all five tier topics. Each event is held in memory with a timer at its
-own due time (asyncio's monotonic clock; when the timer fires, the wall clock is checked
+own release time (asyncio's monotonic clock; when the timer fires, the wall clock is checked
 again and the timer re-armed if it is still early, so a retry is never requested before
-``due_at``). Events of one partition are independent (one job has one retry pending at a
-time), so a later event never waits behind an earlier one with more jitter, and nothing is
-fetched twice: no seek, no pause per due time. Memory is bounded: a partition holding
+``due_at - release_lead``). Events of one partition are independent (one job has one retry
+pending at a time), so a later event never waits behind an earlier one with more jitter, and
+nothing is fetched twice: no seek, no pause per due time. Memory is bounded: a partition holding
 ``tier_max_held_per_partition`` events is paused until half of them are out.
 
 Due events are published in batches, each one Kafka transaction (consume-transform-produce):
@@ -25,7 +30,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from jobplane import codec, tracing
 from jobplane.events import Event, JobRequested, JobRetryScheduled, utc_now
@@ -145,11 +150,13 @@ class TierLoop:
         *,
         clock: Callable[[], datetime] = utc_now,
         max_held_per_partition: int = 2000,
+        release_lead: timedelta = timedelta(0),
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.topics = topics
         self.clock = clock
+        self.release_lead = release_lead
         self.max_held = max_held_per_partition
         self.partitions: dict[TopicPartition, _Partition] = {}
         self.due: list[_Due] = []
@@ -207,7 +214,7 @@ class TierLoop:
         traceparent: str | None = None,
     ) -> None:
         assert self._loop is not None
-        wait_s = (event.due_at - self.clock()).total_seconds()
+        wait_s = (event.due_at - self.release_lead - self.clock()).total_seconds()
         if wait_s <= 0:
             self._release(tp, offset, event, traceparent)
             return
@@ -226,13 +233,14 @@ class TierLoop:
         if partition is None:
             return  # revoked meanwhile
         partition.held.pop(offset, None)
-        if self.clock() < event.due_at:
+        if self.clock() < event.due_at - self.release_lead:
             self._hold(tp, offset, event, traceparent)  # never early, even if clocks drift
             return
         retry = JobRequested(
             **event.envelope.fields(attempt=event.attempt + 1),
             payload=event.payload,
             timeout_seconds=event.timeout_seconds,
+            not_before=event.due_at,
         )
         with tracing.span(
             f"release {tp.topic}",
@@ -328,7 +336,10 @@ class TierLoop:
                         extra=fields(
                             attempt=d.event.attempt,
                             due_at=d.due_at.isoformat(),
-                            late_ms=round((now - d.due_at).total_seconds() * 1000),
+                            # Against the release time: the backend is called at due_at.
+                            late_ms=round(
+                                (now - (d.due_at - self.release_lead)).total_seconds() * 1000
+                            ),
                         ),
                     )
 
@@ -412,6 +423,7 @@ async def run_tiers(settings: Settings, topics: Topics) -> None:
             producer,
             topics,
             max_held_per_partition=settings.tier_max_held_per_partition,
+            release_lead=timedelta(seconds=settings.release_lead_seconds),
         )
         await loop.run()
     finally:
