@@ -421,6 +421,8 @@ async def test_a_direct_job_of_an_unregistered_user_is_rejected(
         ({"job_type": "thumb\x1cnail"}, "job type"),
         ({"timeout_seconds": 2**31 - 1}, "timeout"),
         ({"timeout_seconds": 0}, "timeout"),
+        # Held in memory until then: only a retry's short lead is taken, not a schedule.
+        ({"not_before": utc_now() + timedelta(hours=1)}, "not_before"),
     ],
 )
 async def test_a_request_the_gateway_would_refuse_is_rejected(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from jobplane.validation import (
+    MAX_NOT_BEFORE_AHEAD_SECONDS,
     MAX_TIMEOUT_SECONDS,
     MIN_TIMEOUT_SECONDS,
     check_app_id,
     check_job_id,
     check_job_type,
     check_json_text,
+    check_not_before,
     check_timeout_seconds,
     check_user_id,
     clamp_timeout_seconds,
@@ -61,6 +64,24 @@ def test_good_job_types_pass(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "/a", "a b", "a@b", "x" * 101, "a\x1c", "a\r\n"])
 def test_bad_job_types_fail(value: str) -> None:
     assert check_job_type(value) is not None
+
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("ahead", [None, -3600.0, 0.0, 1.0, MAX_NOT_BEFORE_AHEAD_SECONDS])
+def test_a_not_before_in_the_past_or_shortly_ahead_passes(ahead: float | None) -> None:
+    value = None if ahead is None else NOW + timedelta(seconds=ahead)
+    assert check_not_before(value, NOW) is None
+
+
+def test_a_not_before_far_ahead_fails() -> None:
+    far = NOW + timedelta(seconds=MAX_NOT_BEFORE_AHEAD_SECONDS + 1)
+    assert check_not_before(far, NOW) == (
+        f"not_before is {MAX_NOT_BEFORE_AHEAD_SECONDS + 1} s ahead: at most "
+        f"{MAX_NOT_BEFORE_AHEAD_SECONDS} s (it is for the retry service's early requests, "
+        "not for scheduling jobs)"
+    )
 
 
 @pytest.mark.parametrize("value", [None, MIN_TIMEOUT_SECONDS, 60, MAX_TIMEOUT_SECONDS, 30.0])

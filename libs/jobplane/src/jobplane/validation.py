@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 # An app id is chosen by the administrator: lower case, a DNS label's shape.
@@ -29,6 +30,10 @@ JOB_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
 # Avro int stay far from their limits).
 MIN_TIMEOUT_SECONDS = 1
 MAX_TIMEOUT_SECONDS = 86_400
+# How far ahead a request's ``not_before`` may be. The retry service sets it a second or so
+# ahead; a dispatcher holds such an event in memory until then, and a partition with too many
+# held is paused, so a request cannot park itself there for long.
+MAX_NOT_BEFORE_AHEAD_SECONDS = 60
 
 _APP_ID = re.compile(APP_ID_PATTERN)
 _USER_ID = re.compile(USER_ID_PATTERN)
@@ -67,6 +72,19 @@ def check_job_type(value: str) -> str | None:
         f"job type {value[:120]!r} is not valid: 1 to 100 characters of A-Z a-z 0-9 . _ : / -, "
         "starting with a letter or digit"
     )
+
+
+def check_not_before(value: datetime | None, now: datetime) -> str | None:
+    """When the backend may be called at the earliest; ``None`` (at once) is fine."""
+    if value is None:
+        return None
+    ahead = (value - now).total_seconds()
+    if ahead > MAX_NOT_BEFORE_AHEAD_SECONDS:
+        return (
+            f"not_before is {ahead:.0f} s ahead: at most {MAX_NOT_BEFORE_AHEAD_SECONDS} s "
+            "(it is for the retry service's early requests, not for scheduling jobs)"
+        )
+    return None
 
 
 def check_timeout_seconds(value: float | None) -> str | None:

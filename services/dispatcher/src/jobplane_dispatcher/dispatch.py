@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobplane import metrics
-from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested
+from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested, utc_now
 from jobplane.jobs import Job, JobStatus
 from jobplane.kafka import PermanentError, Publisher, Record
 from jobplane.logs import bind, fields
@@ -39,6 +39,7 @@ from jobplane.validation import (
     check_app_id,
     check_job_id,
     check_job_type,
+    check_not_before,
     check_timeout_seconds,
     check_user_id,
     clamp_timeout_seconds,
@@ -76,7 +77,17 @@ def request_problem(event: JobRequested) -> str | None:
         or check_user_id(event.user_id)
         or check_job_type(event.job_type)
         or check_timeout_seconds(event.timeout_seconds)
+        or check_not_before(event.not_before, utc_now())
     )
+
+
+def not_before(event: Event) -> datetime | None:
+    """When the event loop may hand ``event`` to the dispatcher: a retry's due time (the retry
+    service requests it a little ahead). None: at once, also for a ``not_before`` too far
+    ahead, which ``request_problem`` rejects then."""
+    if not isinstance(event, JobRequested) or check_not_before(event.not_before, utc_now()):
+        return None
+    return event.not_before
 
 
 def backend_body(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 from jobplane import metrics, service, tracing
 from jobplane.connections import connect, consume
@@ -12,7 +11,7 @@ from jobplane.events import Event, JobRequested
 from jobplane_dispatcher.backend import BackendClient
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.deadlines import DeadlineSweeper
-from jobplane_dispatcher.dispatch import Dispatcher
+from jobplane_dispatcher.dispatch import Dispatcher, not_before
 from jobplane_dispatcher.limits import AppLimits
 
 SERVICE = "dispatcher"
@@ -20,11 +19,6 @@ SERVICE = "dispatcher"
 
 def _expected(topic: str) -> type[Event]:
     return JobRequested
-
-
-def _not_before(event: Event) -> datetime | None:
-    # A retry arrives a little ahead of its due time (the retry service's release lead).
-    return event.not_before if isinstance(event, JobRequested) else None
 
 
 async def serve(settings: Settings) -> None:
@@ -60,7 +54,7 @@ async def _serve(settings: Settings) -> None:
                     _expected,
                     dispatcher.handle,
                     concurrency=settings.concurrency,
-                    not_before=_not_before,
+                    not_before=not_before,
                 )
             )
             tasks.create_task(sweeper.run())

@@ -27,7 +27,8 @@ class Settings(CommonSettings):
     # ``not_before``: the dispatcher calls the backend at that instant. The Kafka transaction
     # that requests it (a few ms idle, hundreds on a busy machine) then happens before the
     # due time instead of making the retry late. 0: requested at its due time.
-    release_lead_seconds: float = Field(default=1.0, ge=0)
+    # At most the dispatcher's MAX_NOT_BEFORE_AHEAD_SECONDS (60).
+    release_lead_seconds: float = Field(default=1.0, ge=0, le=30)
 
     # Events a tier partition holds in memory until due, at most; beyond it the partition
     # is paused until half of them are out.
