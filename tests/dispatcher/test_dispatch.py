@@ -16,7 +16,11 @@ from jobplane.store import App, JobStore, NewJob
 from jobplane.topics import Topics
 from jobplane.validation import MAX_TIMEOUT_SECONDS
 from jobplane_dispatcher.config import Settings
-from jobplane_dispatcher.dispatch import attempt_timeout_seconds, backend_body
+from jobplane_dispatcher.dispatch import (
+    attempt_timeout_seconds,
+    backend_body,
+    not_before_problem,
+)
 from jobplane_dispatcher.main import serve
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -49,6 +53,21 @@ def test_backend_body_is_the_contract_body() -> None:
         "callback_token": "tok",
         "deadline": "2030-01-02T03:04:05Z",
     }
+
+
+def test_a_not_before_still_ahead_when_handled_is_rejected_never_called_early() -> None:
+    """Just past the bound when it came, the event loop did not wait for it; a moment
+    later it is within the bound, and must still not be dispatched before its time."""
+    event = job_requested("a", "j")
+    past = dataclasses.replace(event, not_before=utc_now() - timedelta(seconds=1))
+    within = dataclasses.replace(event, not_before=utc_now() + timedelta(seconds=30))
+    beyond = dataclasses.replace(event, not_before=utc_now() + timedelta(hours=1))
+    assert not_before_problem(event) is None
+    assert not_before_problem(past) is None
+    assert (problem := not_before_problem(within)) is not None
+    assert problem.startswith("not_before was more than 60 s ahead when the request came")
+    assert (problem := not_before_problem(beyond)) is not None
+    assert problem.startswith("not_before is 3600 s ahead")
 
 
 def test_the_timeout_comes_from_the_request_then_the_app() -> None:

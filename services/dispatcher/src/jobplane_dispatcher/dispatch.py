@@ -36,6 +36,7 @@ from jobplane.security import hash_secret
 from jobplane.store import App, JobStore, NewJob, utcnow
 from jobplane.topics import Topics
 from jobplane.validation import (
+    MAX_NOT_BEFORE_AHEAD_SECONDS,
     check_app_id,
     check_job_id,
     check_job_type,
@@ -77,17 +78,30 @@ def request_problem(event: JobRequested) -> str | None:
         or check_user_id(event.user_id)
         or check_job_type(event.job_type)
         or check_timeout_seconds(event.timeout_seconds)
-        or check_not_before(event.not_before, utc_now())
+        or not_before_problem(event)
     )
 
 
 def not_before(event: Event) -> datetime | None:
     """When the event loop may hand ``event`` to the dispatcher: a retry's due time (the retry
     service requests it a little ahead). None: at once, also for a ``not_before`` too far
-    ahead, which ``request_problem`` rejects then."""
+    ahead, which ``not_before_problem`` rejects then."""
     if not isinstance(event, JobRequested) or check_not_before(event.not_before, utc_now()):
         return None
     return event.not_before
+
+
+def not_before_problem(event: JobRequested) -> str | None:
+    """The event loop waits for every ``not_before`` within the bound, so one still ahead
+    when the request is handled was beyond it when the event came, even if it is within it
+    now (a moment later): rejected, never called early."""
+    now = utc_now()
+    if event.not_before is None or event.not_before <= now:
+        return None
+    return check_not_before(event.not_before, now) or (
+        f"not_before was more than {MAX_NOT_BEFORE_AHEAD_SECONDS} s ahead when the request came "
+        "(it is for the retry service's early requests, not for scheduling jobs)"
+    )
 
 
 def backend_body(
