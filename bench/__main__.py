@@ -223,11 +223,11 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
             meta["celery_pool"] = f"{pool}:{size}"
             spec = functools.partial(spec, pool=pool, pool_size=size)
 
-            # One unmeasured run of each system first. Every run deletes what it wrote (its
-            # mail, topics and database), and on this machine's disk (ext4 with `discard`) the
-            # next writes into freed blocks cost the kernel more: the SMTP sink's CPU per mail
-            # doubles (0.5 -> 1.7 ms, `bench/README.md`). Without this run, the first measured
-            # run alone found a clean disk, and it was always Jobplane's.
+            # One unmeasured run of each system first: on this machine's disk (ext4 with
+            # `discard`) writes into blocks freed shortly before cost the kernel more (the SMTP
+            # sink's CPU per mail: 0.5 -> 1.7 ms, `bench/README.md`). The runs delete nothing
+            # until the end (`Bench.later`), but the invocation before may have: this run takes
+            # that toll, not the first measured run (which used to be always Jobplane's).
             if not args.quick:
                 for system in want:
                     await run(spec(system=system, scenario="warm-up, unmeasured"))
@@ -275,6 +275,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if backend is not None:
             await asyncio.to_thread(backend.stop, lambda _: None)
+        await asyncio.to_thread(bench.clean_up)
         if not args.keep_servers:
             await asyncio.to_thread(servers.down, log)
     meta["load_after"] = os.getloadavg()

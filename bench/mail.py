@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -59,9 +60,10 @@ class MailWatcher:
             self.received.setdefault(found.group(1), received)
 
 
-def empty(directory: Path) -> None:
-    """Forget earlier runs' mail (the benchmark's own sink only)."""
+def set_aside(directory: Path, aside: Path) -> None:
+    """Move earlier runs' mail out of the watched directory, into ``aside`` (the benchmark's
+    own sink only, idle between runs). Moved, not deleted: see ``Bench.later``."""
     if directory.is_dir():
-        for entry in os.scandir(directory):
-            if entry.is_file():
-                os.unlink(entry.path)
+        aside.mkdir(parents=True, exist_ok=True)
+        directory.rename(aside / uuid.uuid4().hex)
+    directory.mkdir(parents=True, exist_ok=True)

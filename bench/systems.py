@@ -10,7 +10,9 @@ SMTP sink; the load generator is a process of its own (`bench.load`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -75,10 +77,33 @@ class Bench:
     results_dir: Path
     log: Log
     backend_pid: int = 0
+    # What the runs wrote and no later run reads (databases, topics, mail), deleted when the
+    # invocation ends. On this machine's disk (ext4 mounted with `discard`) writes into
+    # blocks freed shortly before cost the kernel several times more: deleted between runs,
+    # they made each run pay for the one before it (`bench/README.md`, 5 December).
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def mail_dir(self) -> Path:
         return self.servers.mail_dir
+
+    @property
+    def mail_set_aside(self) -> Path:
+        return self.servers.config.local_dir / "bench-mail-set-aside"
+
+    def later(self, cleanup: Callable[[], None]) -> None:
+        """Delete something when the invocation ends (``clean_up``), not now."""
+        self._cleanups.append(cleanup)
+
+    def clean_up(self) -> None:
+        """Run the deferred deletions; the servers must still be up."""
+        while self._cleanups:
+            cleanup = self._cleanups.pop(0)
+            try:
+                cleanup()
+            except Exception as exc:  # one failed deletion must not keep the others
+                self.log(f"clean-up failed: {exc!r}")
+        shutil.rmtree(self.mail_set_aside, ignore_errors=True)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -464,8 +489,8 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
     finally:
         for process in reversed(processes):
             await asyncio.to_thread(process.stop, lambda _: None)
-    await asyncio.to_thread(drop_database, servers.mongodb_uri, database)
-    await asyncio.to_thread(delete_topics, servers.kafka_bootstrap, prefix)
+    bench.later(functools.partial(drop_database, servers.mongodb_uri, database))
+    bench.later(functools.partial(delete_topics, servers.kafka_bootstrap, prefix))
 
     jobs = spec.jobs
     figures = outcome_figures(load_result.submits, watcher.received)
@@ -518,7 +543,7 @@ async def warm_up(bench: Bench, base: dict[str, Any], email: str) -> None:
 async def measured_load(
     bench: Bench, spec: RunSpec, base: dict[str, Any], email: str, progress: Progress
 ) -> tuple[mail.MailWatcher, Load]:
-    await asyncio.to_thread(mail.empty, bench.mail_dir)
+    await asyncio.to_thread(mail.set_aside, bench.mail_dir, bench.mail_set_aside)
     watcher = mail.MailWatcher(bench.mail_dir, email)
     submitted = 0
 
