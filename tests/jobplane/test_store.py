@@ -247,6 +247,15 @@ async def test_prepare_creates_every_index_and_is_idempotent(store: JobStore) ->
     assert indexes.RETENTION_INDEX not in await store.jobs.index_information()
 
 
+async def test_prepare_drops_the_retired_indexes(store: JobStore) -> None:
+    for index in indexes.RETIRED_INDEXES:  # as an earlier version left them
+        await store.db[index.collection].create_index(list(index.keys), **index.options())
+    await store.prepare()
+    for index in indexes.RETIRED_INDEXES:
+        assert index.name not in await store.db[index.collection].index_information()
+    await store.prepare()  # nothing left to drop: no error
+
+
 async def test_retention_is_a_ttl_index_on_finished_at_that_follows_the_setting(
     settings: CommonSettings,
 ) -> None:

@@ -283,10 +283,14 @@ class JobStore:
         return cls(client[settings.mongodb_database], retention_days=settings.job_retention_days)
 
     async def prepare(self) -> None:
-        """Create the indexes of every query (jobplane.indexes) and apply the retention of
-        finished jobs. Idempotent: every service calls it at start-up."""
+        """Create the indexes of every query (jobplane.indexes), drop those retired, and apply
+        the retention of finished jobs. Idempotent: every service calls it at start-up."""
         for index in indexes.INDEXES:
             await self.db[index.collection].create_index(list(index.keys), **index.options())
+        for index in indexes.RETIRED_INDEXES:
+            collection = self.db[index.collection]
+            if index.name in await collection.index_information():
+                await collection.drop_index(index.name)
         await self._apply_retention()
 
     async def _apply_retention(self) -> None:
