@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobplane_local import LocalConfig, down, up
+from jobplane_local import LocalConfig, down, infra, up
 from jobplane_local.paths import default_local_dir, repo_root
 from jobplane_local.platform import PlatformProcess
 from jobplane_local.processes import port_open
@@ -99,6 +99,11 @@ class Infra:
 
     def stop(self, *names: str) -> None:
         down(self.config, only=names or None, log=_log)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the named server, as a crash would; `start` brings it back."""
+        for server in infra.services(self.config, [name]):
+            server.kill(_log)
 
 
 class BackendProcess(PlatformProcess):

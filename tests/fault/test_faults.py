@@ -59,7 +59,8 @@ LATE_DUPLICATES_WINDOW = 3.0
 class Fault:
     name: str
     target: str  # a service, an infrastructure server, or the backend
-    # kill: kill -9, then restart; stop: stop, then start; flap: kill the backend repeatedly
+    # kill: kill -9 a service, then restart it; crash: kill -9 a server (Kafka, the store),
+    # then start it; stop: stop a server, then start it; flap: kill the backend repeatedly
     action: str
     down_seconds: float
     # Recovery is the first e-mail after the fault (notifier, SMTP), else the first job finished.
@@ -72,7 +73,11 @@ FAULTS = [
     Fault("kill-retry", "retry", "kill", 2.0),
     Fault("kill-notifier", "notifier", "kill", 2.0, recover_by_mail=True),
     Fault("kafka-down", "kafka", "stop", 30.0),
+    # What a server acknowledged before a kill -9 must still be there after it (the store
+    # runs with --sync-on-commit for this; Kafka's log is in the page cache).
+    Fault("kafka-crash", "kafka", "crash", 5.0),
     Fault("store-down", "store", "stop", 25.0),
+    Fault("store-crash", "store", "crash", 5.0),
     Fault("smtp-down", "smtp", "stop", 65.0, recover_by_mail=True),
     Fault("backend-flapping", "backend", "flap", 3.0),
 ]
@@ -86,8 +91,11 @@ def inject(fault: Fault, deployment: Deployment, infra: Infra, backend: BackendP
         deployment.kill(fault.target)
         time.sleep(fault.down_seconds)
         deployment.start(fault.target)
-    elif fault.action == "stop":
-        infra.stop(fault.target)
+    elif fault.action in ("stop", "crash"):
+        if fault.action == "stop":
+            infra.stop(fault.target)
+        else:
+            infra.kill(fault.target)
         time.sleep(fault.down_seconds)
         infra.start(fault.target)
     else:

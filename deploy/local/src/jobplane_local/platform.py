@@ -12,13 +12,10 @@ sink listen (move them with `JOBPLANE_*_PORT`), the gateway's address and the ad
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -35,7 +32,7 @@ from jobplane_local.config import (
     remembered_ports,
 )
 from jobplane_local.infra import endpoints
-from jobplane_local.processes import pid_alive, port_open
+from jobplane_local.processes import port_open
 from jobplane_local.service import Log, Port, Service, ServiceStatus
 
 PLATFORM_ADMIN = "admin@jobplane.local"
@@ -123,32 +120,6 @@ class PlatformProcess(Service):
             return port_open(self.config.host, self.port)
         # Consumers have no port: they log "consuming" once connected and in their group.
         return self.log_file.exists() and '"msg": "consuming"' in self.log_file.read_text()
-
-    def kill(self, log: Log) -> int | None:
-        """SIGKILL the process group at once, as a crash would: no shutdown hook runs.
-
-        Returns the pid that was killed (None if nothing ran). The next `start` is a fresh
-        process with the same settings, which is how a supervisor restarts a crashed service.
-        """
-        pid = self.pid()
-        if pid is None:
-            log(f"{self.name}: not running, nothing to kill")
-            return None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and pid_alive(pid):
-            _reap(pid)
-            time.sleep(0.05)
-        self.pid_file.unlink(missing_ok=True)
-        log(f"{self.name}: killed (SIGKILL, pid {pid})")
-        return pid
-
-
-def _reap(pid: int) -> None:
-    """Collect a killed child of ours, so that it does not stay behind as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _local_secret(config: LocalConfig, name: str) -> str:

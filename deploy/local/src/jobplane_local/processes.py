@@ -177,7 +177,7 @@ def wait_until_ready(
         if ready():
             return
         if not pid_alive(pid, marker):
-            _reap(pid)
+            reap_child(pid)
             raise StartError(
                 f"{what} (pid {pid}) exited during start-up; last lines of {log_file}:\n"
                 + tail(log_file)
@@ -190,7 +190,7 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def _reap(pid: int) -> None:
+def reap_child(pid: int) -> None:
     """Collect our own exited child so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -209,10 +209,10 @@ def stop_process(pid: int, marker: str, *, timeout: float = 30.0) -> bool:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            _reap(pid)
+            reap_child(pid)
             # No marker here: an exiting process can lose its command line before it is gone.
             if not pid_alive(pid):
                 return True
             time.sleep(0.1)
-    _reap(pid)
+    reap_child(pid)
     return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from jobplane_local.config import LocalConfig
 from jobplane_local.processes import (
     StartError,
     ensure_port_free,
+    pid_alive,
+    reap_child,
     running_pid,
     start_detached,
     stop_process,
@@ -150,6 +154,26 @@ class Service(ABC):
             stop_process(pid, self.marker, timeout=self.stop_timeout)
             log(f"{self.name}: stopped (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
+
+    def kill(self, log: Log) -> int | None:
+        """SIGKILL the process group at once, as a crash would: no shutdown hook runs.
+
+        Returns the pid that was killed (None if nothing ran). The next `start` is a fresh
+        process with the same settings, which is how a supervisor restarts a crashed service.
+        """
+        pid = self.pid()
+        if pid is None:
+            log(f"{self.name}: not running, nothing to kill")
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and pid_alive(pid):
+            reap_child(pid)
+            time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        log(f"{self.name}: killed (SIGKILL, pid {pid})")
+        return pid
 
     def status(self) -> ServiceStatus:
         pid = self.pid()

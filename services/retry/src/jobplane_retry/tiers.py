@@ -214,12 +214,16 @@ class TierLoop:
         traceparent: str | None = None,
     ) -> None:
         assert self._loop is not None
-        wait_s = (event.due_at - self.release_lead - self.clock()).total_seconds()
+        wait_s = (self._release_at(event.due_at) - self.clock()).total_seconds()
         if wait_s <= 0:
             self._release(tp, offset, event, traceparent)
             return
         handle = self._loop.call_later(wait_s, self._release, tp, offset, event, traceparent)
         self.partitions[tp].held[offset] = handle
+
+    def _release_at(self, due_at: datetime) -> datetime:
+        """When a retry due at ``due_at`` is requested (its ``not_before`` is ``due_at``)."""
+        return due_at - self.release_lead
 
     def _release(
         self,
@@ -233,7 +237,7 @@ class TierLoop:
         if partition is None:
             return  # revoked meanwhile
         partition.held.pop(offset, None)
-        if self.clock() < event.due_at - self.release_lead:
+        if self.clock() < self._release_at(event.due_at):
             self._hold(tp, offset, event, traceparent)  # never early, even if clocks drift
             return
         retry = JobRequested(
@@ -338,7 +342,7 @@ class TierLoop:
                             due_at=d.due_at.isoformat(),
                             # Against the release time: the backend is called at due_at.
                             late_ms=round(
-                                (now - (d.due_at - self.release_lead)).total_seconds() * 1000
+                                (now - self._release_at(d.due_at)).total_seconds() * 1000
                             ),
                         ),
                     )
