@@ -489,7 +489,10 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
     finally:
         for process in reversed(processes):
             await asyncio.to_thread(process.stop, lambda _: None)
-    bench.later(functools.partial(drop_database, servers.mongodb_uri, database))
+    if spec.preload:  # a large store is what this run measures; the next must not have it
+        await asyncio.to_thread(drop_database, servers.mongodb_uri, database)
+    else:
+        bench.later(functools.partial(drop_database, servers.mongodb_uri, database))
     bench.later(functools.partial(delete_topics, servers.kafka_bootstrap, prefix))
 
     jobs = spec.jobs
