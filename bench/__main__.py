@@ -188,6 +188,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         # a run measures the code checked out now (the SMTP sink is ours too).
         await asyncio.to_thread(servers.down, log)
         await asyncio.to_thread(servers.up, log)
+        await asyncio.to_thread(bench.remove_leftovers)
         backend = await asyncio.to_thread(systems.start_backend, bench)
         with Progress(*columns, console=console) as progress:
             run = Runner(bench, progress)

@@ -71,6 +71,10 @@ class RunResult:
     hot_spots: dict[str, profiling.HotSpots] = field(default_factory=dict)
 
 
+# The names of every run's topics and database, and of the raw floor's, begin with it.
+RUN_PREFIX = "bench"
+
+
 @dataclass
 class Bench:
     servers: BenchServers
@@ -94,6 +98,13 @@ class Bench:
     def later(self, cleanup: Callable[[], None]) -> None:
         """Delete something when the invocation ends (``clean_up``), not now."""
         self._cleanups.append(cleanup)
+
+    def remove_leftovers(self) -> None:
+        """Delete what earlier invocations left (one killed before its clean-up): the
+        broker and the store would carry it through every run. Before the unmeasured runs."""
+        delete_topics(self.servers.kafka_bootstrap, RUN_PREFIX)
+        drop_databases(self.servers.mongodb_uri, RUN_PREFIX)
+        shutil.rmtree(self.mail_set_aside, ignore_errors=True)
 
     def clean_up(self) -> None:
         """Run the deferred deletions; the servers must still be up."""
@@ -430,19 +441,22 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
             future.exception(timeout=30)
 
 
-def drop_database(uri: str, database: str) -> None:
+def drop_databases(uri: str, prefix: str) -> None:
+    """Drop the databases whose names begin with ``prefix`` (a run's: its whole name)."""
     from pymongo import MongoClient
 
     client: MongoClient[dict[str, Any]] = MongoClient(uri)
     try:
-        client.drop_database(database)
+        for name in client.list_database_names():
+            if name.startswith(prefix):
+                client.drop_database(name)
     finally:
         client.close()
 
 
 async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunResult:
     servers = bench.servers
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    prefix = f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}."
     database = prefix.rstrip(".")
     processes = jobplane_processes(bench, spec, prefix)
     await backend_call("POST", "/config", {"mode": spec.mode, "fail_rate": 0.0, "accept_delay": 0})
@@ -490,9 +504,9 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
         for process in reversed(processes):
             await asyncio.to_thread(process.stop, lambda _: None)
     if spec.preload:  # a large store is what this run measures; the next must not have it
-        await asyncio.to_thread(drop_database, servers.mongodb_uri, database)
+        await asyncio.to_thread(drop_databases, servers.mongodb_uri, database)
     else:
-        bench.later(functools.partial(drop_database, servers.mongodb_uri, database))
+        bench.later(functools.partial(drop_databases, servers.mongodb_uri, database))
     bench.later(functools.partial(delete_topics, servers.kafka_bootstrap, prefix))
 
     jobs = spec.jobs
