@@ -188,7 +188,9 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         # a run measures the code checked out now (the SMTP sink is ours too).
         await asyncio.to_thread(servers.down, log)
         await asyncio.to_thread(servers.up, log)
-        await asyncio.to_thread(bench.remove_leftovers)
+        await asyncio.to_thread(
+            bench.cleanup.remove_leftovers, servers.kafka_bootstrap, servers.mongodb_uri
+        )
         backend = await asyncio.to_thread(systems.start_backend, bench)
         with Progress(*columns, console=console) as progress:
             run = Runner(bench, progress)
@@ -227,7 +229,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
             # One unmeasured run of each system first: on this machine's disk (ext4 with
             # `discard`) writes into blocks freed shortly before cost the kernel more (the SMTP
             # sink's CPU per mail: 0.5 -> 1.7 ms, `bench/README.md`). The runs delete nothing
-            # until the end (`Bench.later`), but the invocation before may have: this run takes
+            # until the end (`bench.cleanup`), but the invocation before may have: this run takes
             # that toll, not the first measured run (which used to be always Jobplane's).
             if not args.quick:
                 for system in want:
@@ -276,7 +278,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if backend is not None:
             await asyncio.to_thread(backend.stop, lambda _: None)
-        await asyncio.to_thread(bench.clean_up)
+        await asyncio.to_thread(bench.cleanup.run)
         if not args.keep_servers:
             await asyncio.to_thread(servers.down, log)
     meta["load_after"] = os.getloadavg()

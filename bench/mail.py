@@ -62,7 +62,7 @@ class MailWatcher:
 
 def set_aside(directory: Path, aside: Path) -> None:
     """Move earlier runs' mail out of the watched directory, into ``aside`` (the benchmark's
-    own sink only, idle between runs). Moved, not deleted: see ``Bench.later``."""
+    own sink only, idle between runs). Moved, not deleted: see `bench.cleanup`."""
     if directory.is_dir():
         aside.mkdir(parents=True, exist_ok=True)
         directory.rename(aside / uuid.uuid4().hex)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from jobplane_local.platform import PlatformProcess
 from jobplane_local.service import Log, Port, Service, inherited_env
 
 from bench import mail, metrics, profiling
+from bench.cleanup import RUN_PREFIX, Cleanup, delete_topics, drop_databases
 from bench.figures import cost_figures, outcome_figures, released_late_ms, retry_figures
 from bench.infra import BACKEND_PORT, GATEWAY_PORT, HOST, BenchServers
 from bench.stats import Figures, lateness_figures, per_job
@@ -71,50 +71,21 @@ class RunResult:
     hot_spots: dict[str, profiling.HotSpots] = field(default_factory=dict)
 
 
-# The names of every run's topics and database, and of the raw floor's, begin with it.
-RUN_PREFIX = "bench"
-
-
 @dataclass
 class Bench:
     servers: BenchServers
     results_dir: Path
     log: Log
     backend_pid: int = 0
-    # What the runs wrote and no later run reads (databases, topics, mail), deleted when the
-    # invocation ends. On this machine's disk (ext4 mounted with `discard`) writes into
-    # blocks freed shortly before cost the kernel several times more: deleted between runs,
-    # they made each run pay for the one before it (`bench/README.md`, 5 December).
-    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cleanup: Cleanup = field(init=False)
+
+    def __post_init__(self) -> None:
+        aside = self.servers.config.local_dir / "bench-mail-set-aside"
+        self.cleanup = Cleanup(aside, self.log)
 
     @property
     def mail_dir(self) -> Path:
         return self.servers.mail_dir
-
-    @property
-    def mail_set_aside(self) -> Path:
-        return self.servers.config.local_dir / "bench-mail-set-aside"
-
-    def later(self, cleanup: Callable[[], None]) -> None:
-        """Delete something when the invocation ends (``clean_up``), not now."""
-        self._cleanups.append(cleanup)
-
-    def remove_leftovers(self) -> None:
-        """Delete what earlier invocations left (one killed before its clean-up): the
-        broker and the store would carry it through every run. Before the unmeasured runs."""
-        delete_topics(self.servers.kafka_bootstrap, RUN_PREFIX)
-        drop_databases(self.servers.mongodb_uri, RUN_PREFIX)
-        shutil.rmtree(self.mail_set_aside, ignore_errors=True)
-
-    def clean_up(self) -> None:
-        """Run the deferred deletions; the servers must still be up."""
-        while self._cleanups:
-            cleanup = self._cleanups.pop(0)
-            try:
-                cleanup()
-            except Exception as exc:  # one failed deletion must not keep the others
-                self.log(f"clean-up failed: {exc!r}")
-        shutil.rmtree(self.mail_set_aside, ignore_errors=True)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -431,29 +402,6 @@ def retry_due_times(bootstrap: str, prefix: str) -> dict[tuple[str, int], float]
     return due
 
 
-def delete_topics(bootstrap: str, prefix: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if ours:
-        for future in admin.delete_topics(ours).values():
-            future.exception(timeout=30)
-
-
-def drop_databases(uri: str, prefix: str) -> None:
-    """Drop the databases whose names begin with ``prefix`` (a run's: its whole name)."""
-    from pymongo import MongoClient
-
-    client: MongoClient[dict[str, Any]] = MongoClient(uri)
-    try:
-        for name in client.list_database_names():
-            if name.startswith(prefix):
-                client.drop_database(name)
-    finally:
-        client.close()
-
-
 async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunResult:
     servers = bench.servers
     prefix = f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}."
@@ -506,8 +454,8 @@ async def run_jobplane(bench: Bench, spec: RunSpec, progress: Progress) -> RunRe
     if spec.preload:  # a large store is what this run measures; the next must not have it
         await asyncio.to_thread(drop_databases, servers.mongodb_uri, database)
     else:
-        bench.later(functools.partial(drop_databases, servers.mongodb_uri, database))
-    bench.later(functools.partial(delete_topics, servers.kafka_bootstrap, prefix))
+        bench.cleanup.later(functools.partial(drop_databases, servers.mongodb_uri, database))
+    bench.cleanup.later(functools.partial(delete_topics, servers.kafka_bootstrap, prefix))
 
     jobs = spec.jobs
     figures = outcome_figures(load_result.submits, watcher.received)
@@ -560,7 +508,7 @@ async def warm_up(bench: Bench, base: dict[str, Any], email: str) -> None:
 async def measured_load(
     bench: Bench, spec: RunSpec, base: dict[str, Any], email: str, progress: Progress
 ) -> tuple[mail.MailWatcher, Load]:
-    await asyncio.to_thread(mail.set_aside, bench.mail_dir, bench.mail_set_aside)
+    await asyncio.to_thread(mail.set_aside, bench.mail_dir, bench.cleanup.mail_set_aside)
     watcher = mail.MailWatcher(bench.mail_dir, email)
     submitted = 0
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
-from bench import figures, mail, profiling, report, stats
+from bench import cleanup, figures, mail, profiling, report, stats
 
 
 def test_percentile_interpolates_and_is_nan_when_empty() -> None:
@@ -186,3 +186,33 @@ def test_mail_watcher_reads_the_job_from_the_header_or_else_the_body(tmp_path: P
     assert set(watcher.received) == {"job-a", "job-b"}
     assert watcher.received["job-a"] == datetime(2026, 11, 24, 6, 9, 47, 530713, UTC).timestamp()
     assert watcher.unmatched == 0
+
+
+def test_mail_set_aside_leaves_an_empty_mailbox_and_deletes_nothing(tmp_path: Path) -> None:
+    mailbox, aside = tmp_path / "mail", tmp_path / "aside"
+    mailbox.mkdir()
+    (mailbox / "1.eml").write_bytes(b"earlier run")
+    mail.set_aside(mailbox, aside)
+    assert mailbox.is_dir() and not any(mailbox.iterdir())
+    assert [p.read_bytes() for p in aside.glob("*/1.eml")] == [b"earlier run"]
+    mail.set_aside(mailbox, aside)  # an empty mailbox, again: no error
+
+
+def test_clean_up_runs_every_deferred_deletion_even_after_one_fails(tmp_path: Path) -> None:
+    logged: list[str] = []
+    deferred = cleanup.Cleanup(tmp_path / "aside", logged.append)
+    done: list[str] = []
+
+    def fails() -> None:
+        raise OSError("gone already")
+
+    deferred.later(fails)
+    deferred.later(lambda: done.append("topics"))
+    deferred.mail_set_aside.mkdir()
+    assert done == []  # nothing before the end
+    deferred.run()
+    assert done == ["topics"]
+    assert len(logged) == 1 and "gone already" in logged[0]
+    assert not deferred.mail_set_aside.exists()
+    deferred.run()  # each deletion runs once
+    assert done == ["topics"]
