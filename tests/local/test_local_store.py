@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import stat
 from collections.abc import Iterator
@@ -99,7 +97,7 @@ def test_start_reuse_status_stop(store_config: LocalConfig) -> None:
 
 def test_acknowledged_writes_survive_a_killed_server(store_config: LocalConfig) -> None:
     store = Store(store_config)
-    pid = store.start(_quiet)
+    store.start(_quiet)
     client: MongoClient[dict[str, Any]] = MongoClient(store_config.mongodb_uri)
     try:
         for i in range(0, 1000, 100):
@@ -107,8 +105,9 @@ def test_acknowledged_writes_survive_a_killed_server(store_config: LocalConfig) 
         client["t"]["jobs"].update_one({"_id": 7}, {"$set": {"status": "succeeded"}})
     finally:
         client.close()
-    os.kill(pid, signal.SIGKILL)  # no shutdown, no checkpoint
-    store.stop(_quiet)  # collects the killed process and its pid file
+    # No shutdown, no checkpoint. `kill` returns once the port is free again (seen in CI: a
+    # restart at once found it still bound by the dying server's threads).
+    assert store.kill(_quiet) is not None
 
     store.start(_quiet)
     client = MongoClient(store_config.mongodb_uri)

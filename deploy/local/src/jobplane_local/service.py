@@ -16,6 +16,8 @@ from jobplane_local.processes import (
     StartError,
     ensure_port_free,
     pid_alive,
+    port_bindable,
+    port_open,
     reap_child,
     running_pid,
     start_detached,
@@ -152,6 +154,7 @@ class Service(ABC):
             log(f"{self.name}: not running")
         else:
             stop_process(pid, self.marker, timeout=self.stop_timeout)
+            self._wait_for_ports()
             log(f"{self.name}: stopped (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
 
@@ -171,9 +174,21 @@ class Service(ABC):
         while time.monotonic() < deadline and pid_alive(pid):
             reap_child(pid)
             time.sleep(0.05)
+        self._wait_for_ports()
         self.pid_file.unlink(missing_ok=True)
         log(f"{self.name}: killed (SIGKILL, pid {pid})")
         return pid
+
+    def _wait_for_ports(self, timeout: float = 10.0) -> None:
+        """Until the ports are free again (at most ``timeout``). A killed process's main
+        thread is a zombie, so "gone" to `pid_alive`, while its other threads still close its
+        sockets: a start at once found the store's port in use."""
+        deadline = time.monotonic() + timeout
+        host = self.config.host
+        while time.monotonic() < deadline and any(
+            port_open(host, p.number) or not port_bindable(host, p.number) for p in self.ports
+        ):
+            time.sleep(0.05)
 
     def status(self) -> ServiceStatus:
         pid = self.pid()
