@@ -92,10 +92,7 @@ def inject(fault: Fault, deployment: Deployment, infra: Infra, backend: BackendP
         time.sleep(fault.down_seconds)
         deployment.start(fault.target)
     elif fault.action in ("stop", "crash"):
-        if fault.action == "stop":
-            infra.stop(fault.target)
-        else:
-            infra.kill(fault.target)
+        (infra.stop if fault.action == "stop" else infra.kill)(fault.target)
         time.sleep(fault.down_seconds)
         infra.start(fault.target)
     else:

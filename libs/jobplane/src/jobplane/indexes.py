@@ -94,8 +94,8 @@ INDEXES: tuple[Index, ...] = (
     Index(NOTIFICATIONS, (("job_id", 1),)),
     # Job listings, newest first with the id as tie-break (the cursor): all jobs, an app's
     # (the status API and the admin views), those in a status (the dead letters), an app's in
-    # a status. They also count jobs by
-    # status for the admin stats. A job type or a failure kind narrows one of these.
+    # a status. They also count jobs by status for the admin stats. A job type or a failure
+    # kind narrows one of these.
     Index(JOBS, (("created_at", 1), ("_id", 1))),
     Index(JOBS, (("app_id", 1), ("created_at", 1), ("_id", 1))),
     Index(JOBS, (("status", 1), ("created_at", 1), ("_id", 1))),
