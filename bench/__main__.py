@@ -9,8 +9,10 @@ the same SMTP sink. Main runs alternate Jobplane / Celery (`--runs` each); the t
 system's median, the ratio Jobplane / Celery and every run's value. Then single runs of the
 scenarios: the gateway's accept latency at half the maximum rate, 10 % of backend calls failing
 (retry precision), 2 and 4 dispatcher instances, a slow backend (200 ms to accept), the
-store preloaded with old jobs, and the raw floor of the parts. Figures are printed and written to
-`bench/results/` (JSON and PNG); nothing is asserted.
+store preloaded with old jobs, and the raw floor of the parts. With `--rates`, each system also
+runs open-loop at those submit rates (accept latency, CPU per job and how busy the machine was,
+as the load grows). Figures are printed and written to `bench/results/` (JSON and PNG); nothing
+is asserted.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import floor, report, systems
+from bench.figures import machine_share
 from bench.infra import BenchServers, bench_config
 from bench.stats import Figures, medians
 
@@ -94,6 +97,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only Jobplane with an empty and a preloaded store, --runs alternating pairs",
     )
+    parser.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=(),
+        help="also run each system open-loop at these submits/s, --runs times each "
+        "(e.g. 40,80,130): accept latency and CPU per job as the load grows",
+    )
     parser.add_argument("--report", type=Path, help="print a saved result (JSON) again and stop")
     parser.add_argument(
         "--keep-servers",
@@ -107,6 +117,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.jobs < 1 or args.runs < 1 or args.in_flight < 1:
         parser.error("--jobs, --runs and --in-flight must be at least 1")
     return args
+
+
+def parse_rates(text: str) -> tuple[float, ...]:
+    """``--rates``: submits per second, comma-separated, each above 0."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of rates: {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be above 0: {text!r}")
+    return values
 
 
 class Runner:
@@ -152,6 +173,28 @@ async def compare_preload(
         "jobplane preload 0": medians(empty),
         f"jobplane preload {args.preload:,}": medians(preloaded),
     }
+
+
+async def by_rate(
+    run: Runner,
+    spec: Callable[..., systems.RunSpec],
+    want: Sequence[str],
+    submit_rates: Sequence[float],
+    runs: int,
+) -> dict[str, Figures]:
+    """Each system open-loop at each rate, ``runs`` times (the systems alternate), medians.
+    The half-rate scenario puts each system at half of its own maximum, so at different loads;
+    at the same rates they compare directly, and the CPU per job below full load shows what
+    batching saves at full load."""
+    results: dict[str, list[Figures]] = {}
+    for n in range(runs):
+        for rate in submit_rates:
+            for system in want:
+                result = await run(spec(system=system, scenario=f"{rate:g}/s, {n + 1}", rate=rate))
+                figures = result.figures
+                figures["machine busy %"] = machine_share(figures, os.cpu_count() or 1)
+                results.setdefault(f"{system} at {rate:g}/s", []).append(figures)
+    return {f"{label} (median of {runs})": medians(each) for label, each in results.items()}
 
 
 def pool_choice(text: str) -> tuple[str, int]:
@@ -270,6 +313,8 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                         scenario_results[f"jobplane {count} dispatchers"] = result.figures
                     if args.preload:
                         scenario_results.update(await compare_preload(run, spec, args))
+            if args.rates:
+                scenario_results.update(await by_rate(run, spec, want, args.rates, args.runs))
             if args.profile and "jobplane" in want:
                 result = await run(spec(system="jobplane", scenario="profiled", profile=True))
                 hot = {name: dataclasses.asdict(spots) for name, spots in result.hot_spots.items()}

@@ -32,6 +32,7 @@ SCENARIO_FIGURES = [
     ("accept p50", "accept p50 ms"),
     ("accept p99", "accept p99 ms"),
     ("CPU ms/job", "CPU ms/job platform"),
+    ("machine busy %", "machine busy %"),
     ("retries", "retry lateness count"),
     ("late min", "retry lateness min ms"),
     ("late p50", "retry lateness p50 ms"),

@@ -66,6 +66,13 @@ def test_cost_per_job_sums_the_platform_and_leaves_the_backend_out() -> None:
     assert result["peak RSS MB client"] == 10
 
 
+def test_machine_share_is_every_process_cpu_at_the_submit_rate() -> None:
+    run = {"CPU ms/job all but backend": 15.0, "CPU ms/job backend": 5.0, "submits/s": 50.0}
+    # 20 ms of CPU per job, 50 jobs a second: one core of two.
+    assert figures.machine_share(run, cores=2) == 50.0
+    assert figures.machine_share({**run, "submits/s": 100.0}, cores=4) == 50.0
+
+
 def test_retry_lateness_is_measured_from_the_due_time_of_each_retry() -> None:
     calls = [
         {"job_id": "a", "attempt": 1, "at": 10.0},
