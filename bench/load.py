@@ -122,7 +122,11 @@ def celery(spec: dict[str, Any], progress: Progress, cpu: CpuMeter) -> list[Subm
     connected = threading.Barrier(in_flight)
 
     def connect(_: int) -> None:
-        run_job.apply_async(args=("warm-up", "", "", {}), queue=WARM_UP_QUEUE)
+        try:
+            run_job.apply_async(args=("warm-up", "", "", {}), queue=WARM_UP_QUEUE)
+        except BaseException:
+            connected.abort()  # the others would wait for this thread for ever
+            raise
         # Every thread waits in its first call until all have made theirs, so that each of
         # the pool's threads (not one thread again and again) is connected.
         connected.wait()
