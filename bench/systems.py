@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from jobplane_local.infra import endpoints
 from jobplane_local.platform import PlatformProcess
 from jobplane_local.service import Log, Port, Service, inherited_env
 
@@ -249,8 +250,7 @@ async def wait_for_mail(
 def jobplane_processes(bench: Bench, spec: RunSpec, prefix: str) -> list[ServiceProcess]:
     servers = bench.servers
     common = {
-        "KAFKA_BOOTSTRAP_SERVERS": servers.kafka_bootstrap,
-        "MONGODB_URI": servers.mongodb_uri,
+        **endpoints(servers.config).service_env(),
         "MONGODB_DATABASE": prefix.rstrip(".").replace(".", "_"),
         "TOPIC_PREFIX": prefix,
         "LOG_LEVEL": "INFO",
@@ -275,8 +275,6 @@ def jobplane_processes(bench: Bench, spec: RunSpec, prefix: str) -> list[Service
     notifier_env = {
         **common,
         "GROUP_ID": f"{prefix}notifier",
-        "SMTP_HOST": HOST,
-        "SMTP_PORT": str(servers.config.smtp_port),
         "ADMIN_EMAILS": json.dumps(["admin@bench.example.com"]),
     }
     processes.append(ServiceProcess(bench, "notifier", "jobplane-notifier", notifier_env))

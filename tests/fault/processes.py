@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobplane_local import LocalConfig, down, infra, up
+from jobplane_local.infra import endpoints
 from jobplane_local.paths import default_local_dir, repo_root
 from jobplane_local.platform import PlatformProcess
 from jobplane_local.processes import port_open
@@ -154,10 +155,9 @@ class Deployment:
 
     def environment(self, service: str) -> dict[str, str]:
         common = {
-            "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
+            **endpoints(self.infra.config).service_env(),
             "TOPIC_PREFIX": f"fault-{self.name}.",
             "TOPIC_PARTITIONS": "3",
-            "MONGODB_URI": self.infra.mongodb_uri,
             "MONGODB_DATABASE": self.database,
             "LOG_LEVEL": "INFO",
             # An event not acted on is re-published by the relay after this (30 s by
@@ -187,8 +187,6 @@ class Deployment:
             },
             "notifier": {
                 "GROUP_ID": f"fault-{self.name}.notifier",
-                "SMTP_HOST": "127.0.0.1",
-                "SMTP_PORT": str(SMTP_PORT),
                 "SMTP_TIMEOUT_SECONDS": "5",
                 # A mail claimed by a notifier that then died is sent by another after this
                 # (120 s by default); short, like the retry delays, so that a run can see it.

@@ -70,6 +70,21 @@ def test_the_callers_settings_win_over_the_local_defaults(
     assert platform.admin_emails == "oncall@example.com"
 
 
+def test_every_service_is_wired_to_the_local_servers_and_only_to_them(
+    local_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SMTP_SINK_DIR", raising=False)  # the caller's environment reaches them
+    platform = _platform(local_dir)
+    config = platform.config
+    for name in ("gateway", "dispatcher", "retry", "notifier"):
+        env = platform.process(name).environment()
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == config.kafka_bootstrap
+        assert env["MONGODB_URI"] == config.mongodb_uri
+        assert env["SMTP_PORT"] == str(config.smtp_port)
+        # Where the sink files mails is for the tests that read them, not for a service.
+        assert "SMTP_SINK_DIR" not in env
+
+
 def test_the_mails_link_to_results_pages_the_gateway_can_check(local_dir: Path) -> None:
     platform = Platform.load(LocalConfig.from_env())
     gateway = platform.process("gateway").environment()

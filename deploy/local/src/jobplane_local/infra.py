@@ -39,6 +39,10 @@ class Endpoints:
             "SMTP_SINK_DIR": str(self.mail_dir),
         }
 
+    def service_env(self) -> dict[str, str]:
+        """The part of ``env`` a Jobplane service reads (the sink's mail folder is the tests')."""
+        return {k: v for k, v in self.env().items() if k != "SMTP_SINK_DIR"}
+
 
 def _quiet(_: str) -> None:
     pass

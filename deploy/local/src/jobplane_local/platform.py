@@ -189,7 +189,7 @@ class Platform:
 
     def processes(self) -> list[PlatformProcess]:
         wiring = {
-            **{k: v for k, v in endpoints(self.config).env().items() if k != "SMTP_SINK_DIR"},
+            **endpoints(self.config).service_env(),
             "METRICS_HOST": self.config.host,
         }
         defaults = self.defaults()
