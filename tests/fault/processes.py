@@ -83,10 +83,6 @@ class Infra:
     config: LocalConfig = field(default_factory=infra_config)
 
     @property
-    def kafka_bootstrap(self) -> str:
-        return self.config.kafka_bootstrap
-
-    @property
     def mongodb_uri(self) -> str:
         return self.config.mongodb_uri
 
