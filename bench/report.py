@@ -71,9 +71,12 @@ def side_by_side(
     jobplane: Sequence[Figures],
     celery: Sequence[Figures],
     headline: Mapping[str, Figures] | None = None,
+    headline_runs: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> list[str]:
     """Medians of each system's runs, the ratio Jobplane / Celery, and every run's value; then
-    the scenarios' key figures (`headline`: system → figures of its single run)."""
+    the scenarios' key figures (`headline`: system → the summary of its scenario runs;
+    `headline_runs`: system → each run's value, absent in results saved before they were
+    kept, which had one run of each scenario)."""
     mj, mc = medians(jobplane), medians(celery)
     names = [n for n in MAIN_FIGURES if n in mj or n in mc]
     extra = sorted(
@@ -88,9 +91,17 @@ def side_by_side(
         rows.append([name, fmt(a), fmt(b), fmt(ratio(a, b)), runs_j, runs_c])
     headline = headline or {}
     hj, hc = headline.get("jobplane", {}), headline.get("celery", {})
+    runs = headline_runs or {}
+    rj, rc = runs.get("jobplane", {}), runs.get("celery", {})
+
+    def each(values: Sequence[float] | None) -> str:
+        return " ".join(fmt(v) for v in values) if values is not None else "(1 run)"
+
     for name in dict.fromkeys([*hj, *hc]):
         a, b = hj.get(name, math.nan), hc.get(name, math.nan)
-        rows.append([name, fmt(a), fmt(b), fmt(ratio(a, b)), "(1 run)", "(1 run)"])
+        rows.append(
+            [name, fmt(a), fmt(b), fmt(ratio(a, b)), each(rj.get(name)), each(rc.get(name))]
+        )
     header = ["median of runs", "Jobplane", "Celery", "J/C", "Jobplane runs", "Celery runs"]
     return grid(header, rows)
 
@@ -116,6 +127,8 @@ def document(
     scenario_results: Mapping[str, Figures],
     floor: Mapping[str, float],
     hot_spots: Mapping[str, Any],
+    *,
+    headline_runs: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, Any]:
     return {
         "meta": dict(meta),
@@ -123,6 +136,7 @@ def document(
             system: {"runs": list(runs), "median": medians(runs)} for system, runs in main.items()
         },
         "headline": dict(headline),
+        "headline_runs": dict(headline_runs or {}),
         "scenarios": dict(scenario_results),
         "floor": dict(floor),
         "hot_spots": dict(hot_spots),

@@ -52,6 +52,23 @@ def medians(runs: Sequence[Mapping[str, float | None]]) -> Figures:
     return {name: median(run[name] for run in runs if name in run) for name in names}
 
 
+def over_runs(
+    runs: Sequence[Mapping[str, float | None]],
+    *,
+    lowest: Iterable[str] = (),
+    highest: Iterable[str] = (),
+) -> Figures:
+    """:func:`medians`, except for the figures named in ``lowest`` (``highest``): the least
+    (greatest) value of any run, for a bound that must hold in every run ("never early")."""
+    figures = medians(runs)
+    for names, pick in ((lowest, min), (highest, max)):
+        for name in names:
+            values = [v for run in runs if (v := run.get(name)) is not None and not math.isnan(v)]
+            if values:
+                figures[name] = pick(values)
+    return figures
+
+
 def ratio(a: float | None, b: float | None) -> float:
     if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
         return math.nan

@@ -26,6 +26,17 @@ def test_medians_take_each_figure_over_the_runs_that_have_it() -> None:
     assert stats.medians(runs) == {"a": 2.0, "b": 10.0}
 
 
+def test_over_runs_takes_medians_but_the_extremes_where_asked() -> None:
+    runs = [
+        {"late min": 4.0, "late p99": 90.0, "late max": 140.0},
+        {"late min": -1.0, "late p99": 60.0, "late max": 70.0},
+        {"late min": 9.0, "late p99": 120.0, "late max": math.nan},
+    ]
+    got = stats.over_runs(runs, lowest=["late min"], highest=["late max", "absent"])
+    # one early retry in any run shows: the minimum, not the median (4.0)
+    assert got == {"late min": -1.0, "late p99": 90.0, "late max": 140.0}
+
+
 def test_ratio_of_nothing_is_nan() -> None:
     assert stats.ratio(6, 3) == 2
     assert math.isnan(stats.ratio(1, 0))
@@ -108,6 +119,16 @@ def test_scenario_headlines_join_the_side_by_side_table() -> None:
         [{"x": 1.0}], [{"x": 1.0}], {"jobplane": {"late p99": 40.0}, "celery": {"late p99": 4.0}}
     )
     assert lines[-1].split() == ["late", "p99", "40", "4", "10", "(1", "run)", "(1", "run)"]
+
+
+def test_scenario_headlines_show_each_run_when_kept() -> None:
+    lines = report.side_by_side(
+        [{"x": 1.0}],
+        [{"x": 1.0}],
+        {"jobplane": {"late p99": 40.0}, "celery": {"late p99": 4.0}},
+        {"jobplane": {"late p99": [30.0, 40.0, 90.0]}, "celery": {"late p99": [4.0, 3.0, 5.0]}},
+    )
+    assert lines[-1].split() == ["late", "p99", "40", "4", "10", "30", "40", "90", "4", "3", "5"]
 
 
 def test_scenarios_table_has_a_row_per_scenario() -> None:
