@@ -244,6 +244,14 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
     hot: dict[str, Any] = {}
     headline: dict[str, Figures] = {"jobplane": {}, "celery": {}}
     headline_runs: dict[str, dict[str, list[float]]] = {"jobplane": {}, "celery": {}}
+
+    def add_headline(
+        system: str, summary: Figures, runs: Sequence[Figures], names: list[tuple[str, str]]
+    ) -> None:
+        """A scenario's figures for the side-by-side table: its summary and each run's value."""
+        headline[system].update(pick(summary, names))
+        headline_runs[system].update(pick_runs(runs, names))
+
     columns = (
         TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("e-mails, {task.fields[submitted]} submitted"), TimeElapsedColumn(),
@@ -317,8 +325,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                     figures = medians(runs)
                     label = f"{system} accept at {half[system]:.0f}/s (median of {len(runs)})"
                     scenario_results[label] = figures
-                    headline[system].update(pick(figures, HALF_RATE))
-                    headline_runs[system].update(pick_runs(runs, HALF_RATE))
+                    add_headline(system, figures, runs, HALF_RATE)
                 # Also at half the maximum rate: retry precision is the scheduler's, not the
                 # time a retry waits in a backlog behind new jobs.
                 failing = await repeated(
@@ -335,13 +342,11 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     label = f"{system} 10% failing at {half[system]:.0f}/s (median of {len(runs)})"
                     scenario_results[label] = figures
-                    headline[system].update(pick(figures, FAILING))
-                    headline_runs[system].update(pick_runs(runs, FAILING))
+                    add_headline(system, figures, runs, FAILING)
                 for system in want:
                     result = await run(spec(system=system, scenario="slow", accept_delay=0.2))
                     scenario_results[f"{system} backend 200 ms"] = result.figures
-                    headline[system].update(pick(result.figures, SLOW))
-                    headline_runs[system].update(pick_runs([result.figures], SLOW))
+                    add_headline(system, result.figures, [result.figures], SLOW)
                 if "jobplane" in want:
                     scenario_results["jobplane 1 dispatcher"] = medians(main["jobplane"])
                     for count in (2, 4):

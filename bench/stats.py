@@ -38,9 +38,14 @@ def lateness_figures(name: str, seconds: Sequence[float]) -> Figures:
     }
 
 
+def known(values: Iterable[float | None]) -> list[float]:
+    """The values that are known (NaN, or None from a JSON file, is unknown)."""
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
 def median(values: Iterable[float | None]) -> float:
-    """The median of the known values (NaN, or None from a JSON file, is unknown)."""
-    finite = [v for v in values if v is not None and not math.isnan(v)]
+    """The median of the known values."""
+    finite = known(values)
     return statistics.median(finite) if finite else math.nan
 
 
@@ -63,7 +68,7 @@ def over_runs(
     figures = medians(runs)
     for names, pick in ((lowest, min), (highest, max)):
         for name in names:
-            values = [v for run in runs if (v := run.get(name)) is not None and not math.isnan(v)]
+            values = known(run.get(name) for run in runs)
             if values:
                 figures[name] = pick(values)
     return figures
