@@ -95,7 +95,9 @@ def side_by_side(
     rj, rc = runs.get("jobplane", {}), runs.get("celery", {})
 
     def each(values: Sequence[float] | None) -> str:
-        return " ".join(fmt(v) for v in values) if values is not None else "(1 run)"
+        if headline_runs is None:
+            return "(1 run)"
+        return " ".join(fmt(v) for v in values) if values is not None else "-"  # did not run
 
     for name in dict.fromkeys([*hj, *hc]):
         a, b = hj.get(name, math.nan), hc.get(name, math.nan)

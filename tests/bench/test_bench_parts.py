@@ -131,6 +131,13 @@ def test_scenario_headlines_show_each_run_when_kept() -> None:
     assert lines[-1].split() == ["late", "p99", "40", "4", "10", "30", "40", "90", "4", "3", "5"]
 
 
+def test_scenario_headlines_of_a_system_that_did_not_run_show_nothing() -> None:
+    lines = report.side_by_side(
+        [{"x": 1.0}], [], {"jobplane": {"late p99": 40.0}}, {"jobplane": {"late p99": [40.0]}}
+    )
+    assert lines[-1].split() == ["late", "p99", "40", "-", "-", "40", "-"]
+
+
 def test_scenarios_table_has_a_row_per_scenario() -> None:
     lines = report.scenarios({"x": {"jobs/s end to end": 1.5}, "y": {"retry lateness p99 ms": 3}})
     assert lines[0].split() == ["scenario", "jobs/s", "late", "p99"]
