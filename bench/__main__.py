@@ -236,6 +236,8 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": args.jobs,
         "in_flight": args.in_flight,
         "runs": args.runs,
+        # The consumers, Kafka and Celery's worker run at this nice (JOBPLANE_BACKGROUND_NICE).
+        "background_nice": servers.config.background_nice,
     }
     log(f"servers on their bench ports under {servers.config.local_dir}")
     bench = systems.Bench(servers, RESULTS, log)
@@ -385,7 +387,8 @@ def print_report(doc: dict[str, Any]) -> None:
         f"{meta['machine']}, Python {meta['python']}; load average before "
         f"{', '.join(f'{v:.2f}' for v in meta['load_before'])}, after "
         f"{', '.join(f'{v:.2f}' for v in meta['load_after'])}; {meta['jobs']} jobs/run, "
-        f"{meta['in_flight']} in flight; Celery pool {meta.get('celery_pool')}",
+        f"{meta['in_flight']} in flight; Celery pool {meta.get('celery_pool')}; background "
+        f"work at nice {meta.get('background_nice', 0)}",
         highlight=False,
     )
     main = doc["main"]

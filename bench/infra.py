@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobplane_local import infra
-from jobplane_local.config import LocalConfig
+from jobplane_local.config import ENV_BACKGROUND_NICE, LocalConfig, nice_env
 from jobplane_local.paths import default_local_dir
 from jobplane_local.processes import port_open, require_tool
 from jobplane_local.service import Log, Port, Service
@@ -40,6 +40,7 @@ def bench_config() -> LocalConfig:
         mail_dir=local_dir.resolve() / "smtp" / "mail",
         kafka_heap="1g",
         store_port=STORE_PORT,
+        background_nice=nice_env(ENV_BACKGROUND_NICE, LocalConfig.background_nice),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 from jobplane_local.infra import endpoints
-from jobplane_local.platform import PlatformProcess
+from jobplane_local.platform import BACKGROUND_SERVICES, PlatformProcess
 from jobplane_local.service import Log, Port, Service, inherited_env
 
 from bench import mail, metrics, profiling
@@ -98,7 +98,10 @@ class ServiceProcess(PlatformProcess):
     def __init__(
         self, bench: Bench, name: str, script: str, env: dict[str, str], port: int | None = None
     ) -> None:
-        super().__init__(bench.servers.config, name, env, port)
+        service = script.removeprefix("jobplane-")
+        super().__init__(
+            bench.servers.config, name, env, port, background=service in BACKGROUND_SERVICES
+        )
         self.script = script
 
     @property
@@ -109,6 +112,12 @@ class ServiceProcess(PlatformProcess):
 class CeleryWorker(Service):
     name = "celery-worker"
     stop_timeout = 20.0
+
+    @property
+    def background(self) -> bool:
+        # At the priority of Jobplane's consumers (JOBPLANE_BACKGROUND_NICE): both systems' work
+        # behind a submit runs as background work.
+        return True
 
     def __init__(self, bench: Bench, pool: str, size: int, env: dict[str, str]) -> None:
         super().__init__(bench.servers.config)

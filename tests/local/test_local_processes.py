@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jobplane_local import LocalConfig, MissingToolError, PortInUseError, cli
 from jobplane_local.kafka import Kafka, new_cluster_id
+from jobplane_local.platform import Platform
 from jobplane_local.processes import (
     ensure_port_free,
     pid_alive,
@@ -77,6 +79,73 @@ def test_pid_files_and_liveness(tmp_path: Path) -> None:
     assert stop_process(pid, marker, timeout=5)
     assert not pid_alive(pid, marker)
     assert not stop_process(pid, marker)
+
+
+def _nice_of(pid: int) -> int:
+    # Field 19 of /proc/<pid>/stat; the command name (field 2) may hold spaces, so count
+    # from its closing parenthesis.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def _autogroup_nice(pid: int) -> int | None:
+    path = Path(f"/proc/{pid}/autogroup")
+    return int(path.read_text().split("nice")[1]) if path.exists() else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("nice", [0, 10])
+def test_a_process_starts_at_the_priority_asked(tmp_path: Path, nice: int) -> None:
+    marker = str(tmp_path / "sleeper")
+    pid = start_detached(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker],
+        log_file=tmp_path / "sleeper.log",
+        cwd=tmp_path,
+        nice=nice,
+    )
+    try:
+        # Once `nice` has set the priority and run the command (a moment after the start).
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}/exe").resolve() != Path(sys.executable).resolve():
+            assert time.monotonic() < deadline, "the command never ran"
+            time.sleep(0.01)
+        assert pid_alive(pid, marker)
+        assert _nice_of(pid) == os.getpriority(os.PRIO_PROCESS, 0) + nice
+        if nice and _autogroup_nice(pid) is not None:  # a session of its own, niced as a whole
+            assert _autogroup_nice(pid) == nice
+            assert Path(f"/proc/{pid}/autogroup").read_text() != (
+                Path("/proc/self/autogroup").read_text()
+            )
+    finally:
+        stop_process(pid, marker, timeout=5)
+
+
+def test_background_work_is_niced_and_what_answers_people_is_not(tmp_path: Path) -> None:
+    config = LocalConfig(local_dir=tmp_path, background_nice=7)
+    platform = Platform(config, "k" * 32, "s" * 32, metrics_ports={})
+    niced = {p.name: p.background for p in platform.processes()}
+    assert niced == {
+        "gateway": False,
+        "dispatcher": True,
+        "retry": False,
+        "notifier": True,
+        "demo": False,
+    }
+    assert Kafka(config).background
+    assert not SmtpSink(config).background
+
+
+def test_background_nice_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBPLANE_LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("JOBPLANE_BACKGROUND_NICE", "0")
+    assert LocalConfig.from_env().background_nice == 0
+    monkeypatch.setenv("JOBPLANE_BACKGROUND_NICE", "20")
+    with pytest.raises(ValueError, match="JOBPLANE_BACKGROUND_NICE=20 is not a nice value"):
+        LocalConfig.from_env()
+    monkeypatch.delenv("JOBPLANE_BACKGROUND_NICE")
+    assert LocalConfig.from_env().background_nice == 10
 
 
 def test_smtp_sink_start_reuse_status_stop(tmp_path: Path) -> None:

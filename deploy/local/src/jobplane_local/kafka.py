@@ -53,6 +53,11 @@ class Kafka(Service):
     name = "kafka"
 
     @property
+    def background(self) -> bool:
+        # A submit does not wait for the broker (the gateway answers once the job is stored).
+        return True
+
+    @property
     def pom(self) -> Path:
         return deploy_dir() / "kafka" / "pom.xml"
 

@@ -61,6 +61,12 @@ def _script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+# The services nobody waits for on the spot: they run at `LocalConfig.background_nice`. The
+# gateway answers apps, and the retry service keeps the retries' time (it costs next to
+# nothing), so both keep the normal priority.
+BACKGROUND_SERVICES = frozenset({"dispatcher", "notifier"})
+
+
 class PlatformProcess(Service):
     """One Jobplane service (or the demo app) as a detached process."""
 
@@ -74,9 +80,12 @@ class PlatformProcess(Service):
         port: int | None = None,
         defaults: dict[str, str] | None = None,
         metrics_port: int | None = None,
+        *,
+        background: bool = False,
     ) -> None:
         super().__init__(config)
         self.name = name
+        self.runs_in_background = background
         # ``env`` wins over the caller's environment; ``defaults`` yield to it.
         self.env = env
         self.defaults = defaults or {}
@@ -86,6 +95,10 @@ class PlatformProcess(Service):
     @property
     def marker(self) -> str:
         return f"jobplane-{self.name}"
+
+    @property
+    def background(self) -> bool:
+        return self.runs_in_background
 
     @property
     def ports(self) -> list[Port]:
@@ -197,7 +210,13 @@ class Platform:
         def service(name: str, own: dict[str, str], port: int | None = None) -> PlatformProcess:
             metrics_port = self.metrics_ports.get(name)
             return PlatformProcess(
-                self.config, name, {**wiring, **own}, port, defaults, metrics_port
+                self.config,
+                name,
+                {**wiring, **own},
+                port,
+                defaults,
+                metrics_port,
+                background=name in BACKGROUND_SERVICES,
             )
 
         def metrics(name: str) -> dict[str, str]:

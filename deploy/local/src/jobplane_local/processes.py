@@ -135,13 +135,19 @@ def ensure_port_free(host: str, port: int, *, what: str, env_var: str) -> None:
 
 
 def start_detached(
-    argv: Sequence[str], *, log_file: Path, cwd: Path, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    nice: int = 0,
 ) -> int:
-    """Start argv in its own session (it outlives us), stdout+stderr appended to log_file."""
+    """Start argv in its own session (it outlives us), stdout+stderr appended to log_file;
+    with ``nice`` > 0, at that lower CPU priority (see `niced`)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - argv is built by this package
-            list(argv),
+            niced(argv, nice),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -150,7 +156,27 @@ def start_detached(
             start_new_session=True,
             close_fds=True,
         )
+    if nice > 0:
+        set_session_nice(proc.pid, nice)
     return proc.pid
+
+
+def niced(argv: Sequence[str], nice: int) -> list[str]:
+    """argv run by `nice` (coreutils), so that every thread it starts has the lower priority
+    from its birth: that is what weighs between the processes of one cgroup (a container)."""
+    found = shutil.which("nice") if nice > 0 else None
+    return [found, "-n", str(nice), *argv] if found else list(argv)
+
+
+def set_session_nice(pid: int, nice: int) -> None:
+    """The nice value of the session ``pid`` leads, where the kernel groups by session.
+
+    A detached process is a session of its own, and Linux's autogroup scheduling (on unless a
+    cgroup holds the process) shares the cores between sessions by the session's nice
+    value, whatever each thread's own: without this, `niced` would change nothing. Where there
+    is no autogroup, or raising the value is refused, the threads' own nice still applies."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -81,6 +81,12 @@ class Service(ABC):
     def ports(self) -> list[Port]: ...
 
     @property
+    def background(self) -> bool:
+        """Work nobody waits for on the spot: it runs at the configured lower CPU priority
+        (``background_nice``), so that what answers people gets a core first."""
+        return False
+
+    @property
     def address(self) -> str:
         return f"{self.config.host}:{self.ports[0].number}"
 
@@ -117,7 +123,11 @@ class Service(ABC):
         self.prepare()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pid = start_detached(
-            self.command(), log_file=self.log_file, cwd=self.dir, env=self.environment()
+            self.command(),
+            log_file=self.log_file,
+            cwd=self.dir,
+            env=self.environment(),
+            nice=self.config.background_nice if self.background else 0,
         )
         write_pid(self.pid_file, pid)
         launched = time.monotonic()
