@@ -6,8 +6,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from jobplane.events import utc_now
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +28,7 @@ async def accept(_: dict[str, Any]) -> Response:
 class Call:
     body: dict[str, Any]
     headers: dict[str, str]
+    received_at: datetime
 
 
 @dataclass
@@ -45,7 +48,7 @@ class StubBackend:
 
     async def _handle(self, request: Request) -> Response:
         body = await request.json()
-        self.calls.append(Call(body=body, headers=dict(request.headers)))
+        self.calls.append(Call(body=body, headers=dict(request.headers), received_at=utc_now()))
         app_id = str(body.get("app_id"))
         self.in_flight += 1
         self._by_app[app_id] = self._by_app.get(app_id, 0) + 1

@@ -17,8 +17,11 @@ from jobplane.topics import Topics
 from jobplane.validation import MAX_TIMEOUT_SECONDS
 from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.dispatch import (
+    CLAIM_LEAD,
+    Claim,
     attempt_timeout_seconds,
     backend_body,
+    not_before,
     not_before_problem,
 )
 from jobplane_dispatcher.main import serve
@@ -53,6 +56,26 @@ def test_backend_body_is_the_contract_body() -> None:
         "callback_token": "tok",
         "deadline": "2030-01-02T03:04:05Z",
     }
+
+
+def test_a_retry_is_handed_over_a_claim_lead_before_it_is_due() -> None:
+    event = job_requested("app-1", "job-lead")
+    due = utc_now() + timedelta(seconds=5)
+    assert not_before(event) is None  # at once
+    assert not_before(dataclasses.replace(event, not_before=due)) == due - CLAIM_LEAD
+    # Within the lead when handled: claimed now, called when due; not a problem.
+    soon = dataclasses.replace(event, not_before=utc_now() + CLAIM_LEAD / 2)
+    assert not_before_problem(soon) is None
+
+
+def test_a_claim_ahead_of_a_retry_starts_its_deadline_when_due() -> None:
+    due = utc_now() + timedelta(seconds=2)
+    claim = Claim.new(60, due)
+    assert claim.dispatched_at == due
+    assert claim.deadline == due + timedelta(seconds=60)
+    now_claim = Claim.new(60, utc_now() - timedelta(seconds=1))  # due already: from now
+    assert now_claim.dispatched_at >= due - timedelta(seconds=2)  # now, not the past due time
+    assert now_claim.deadline == now_claim.dispatched_at + timedelta(seconds=60)
 
 
 def test_a_not_before_still_ahead_when_handled_is_rejected_never_called_early() -> None:
@@ -178,17 +201,20 @@ async def test_a_request_with_not_before_is_dispatched_then_not_earlier(
     """A retry arrives ahead of its due time (the retry service's release lead); the
     attempt is claimed and the backend called at ``not_before``, not when it arrives."""
     await register_app(store, "app-later", backend.url)
-    not_before = utc_now() + timedelta(seconds=3)
-    event = dataclasses.replace(job_requested("app-later", "job-later"), not_before=not_before)
+    soon = utc_now() + timedelta(seconds=3)
+    due = soon.replace(microsecond=soon.microsecond // 1000 * 1000)  # as Avro keeps it
+    event = dataclasses.replace(job_requested("app-later", "job-later"), not_before=due)
     await kafka.produce(kafka.topics.requested, event)
     # By then the dispatcher has long had the event (a busy CI machine included).
-    await asyncio.sleep(max(0.0, (not_before - utc_now()).total_seconds() - 0.5))
-    assert utc_now() < not_before
+    await asyncio.sleep(max(0.0, (due - utc_now()).total_seconds() - 0.5))
+    assert utc_now() < due
     assert backend.calls_for("job-later") == []
     job = await wait_for_job(store, "job-later", JobStatus.RUNNING)
     (attempt,) = job.attempts
-    assert attempt.dispatched_at is not None and attempt.dispatched_at >= not_before
-    assert len(backend.calls_for("job-later")) == 1
+    # Claimed a moment ahead (CLAIM_LEAD), recorded and called at its due time, never before.
+    assert attempt.dispatched_at is not None and attempt.dispatched_at >= due
+    (call,) = backend.calls_for("job-later")
+    assert call.received_at >= due
 
 
 async def test_refused_connection_is_reported_unreachable(

@@ -511,10 +511,13 @@ class JobStore:
         callback_token_hash: str,
         deadline_at: datetime,
         app_id: str | None = None,
+        dispatched_at: datetime | None = None,
     ) -> bool:
         """queued / retry_scheduled → dispatched, for exactly the attempt that is due (and, when
         ``app_id`` is given, only a job of that app). Clears the owed ``job.requested``. True
-        when the attempt is ours (no document is read back: the caller has the event)."""
+        when the attempt is ours (no document is read back: the caller has the event).
+        ``dispatched_at``: when the backend is called, if later than now (a retry claimed
+        just ahead of its due time)."""
         now = utcnow()
         return await self._wrote(
             _transition(
@@ -522,7 +525,9 @@ class JobStore:
                 attempt,
                 (JobStatus.QUEUED, JobStatus.RETRY_SCHEDULED),
                 JobStatus.DISPATCHED,
-                _claim_changes(attempt, now, callback_token_hash, deadline_at),
+                _claim_changes(
+                    attempt, max(now, dispatched_at or now), callback_token_hash, deadline_at
+                ),
                 unset=("next_attempt_at", "announce_due_at", "held_at"),
                 guard={"app_id": app_id} if app_id is not None else None,
                 now=now,
@@ -1413,11 +1418,11 @@ def _user_key(app_id: str, user_id: str) -> str:
 
 
 def _claim_changes(
-    attempt: int, now: datetime, callback_token_hash: str, deadline_at: datetime
+    attempt: int, dispatched_at: datetime, callback_token_hash: str, deadline_at: datetime
 ) -> Document:
     return {
         "deadline_at": deadline_at,
-        f"attempts.{attempt}.dispatched_at": now,
+        f"attempts.{attempt}.dispatched_at": dispatched_at,
         f"attempts.{attempt}.deadline_at": deadline_at,
         # Kept per attempt: a late callback of an old attempt must still be told apart from
         # a forged one.

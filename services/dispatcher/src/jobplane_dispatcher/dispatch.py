@@ -12,6 +12,8 @@ The flow (see the pipeline contract):
    backend accepted is taken over once its lease is over (so a backend may see one attempt
    twice: same job id and attempt), and anything else is a duplicate or stale event: a no-op
    (what the store owes is announced by the relay, never by a replay);
+   A retry is claimed ``CLAIM_LEAD`` before it is due and called when due, so that the claim's
+   store write is not part of its lateness;
 3. the backend is called (within the app's concurrency limit) and its answer recorded by one
    guarded write under our token: accepted → running; a result at once → succeeded, then
    ``job.completed``; a failure → the attempt's report, then ``job.failed``. The dispatcher
@@ -30,7 +32,7 @@ from typing import Any
 from jobplane import metrics
 from jobplane.events import Event, Failure, FailureKind, JobFailed, JobRequested, utc_now
 from jobplane.jobs import Job, JobStatus
-from jobplane.kafka import PermanentError, Publisher, Record
+from jobplane.kafka import PermanentError, Publisher, Record, sleep_until
 from jobplane.logs import bind, fields
 from jobplane.security import hash_secret
 from jobplane.store import App, JobStore, NewJob, utcnow
@@ -82,21 +84,31 @@ def request_problem(event: JobRequested) -> str | None:
     )
 
 
+# A retry is claimed this long before it is due, and its backend called when it is due (the
+# retry service requests it a second ahead): so the claim, a store write that takes tens of
+# milliseconds on busy cores, is not part of how late the call comes.
+CLAIM_LEAD = timedelta(milliseconds=250)
+
+
 def not_before(event: Event) -> datetime | None:
-    """When the event loop may hand ``event`` to the dispatcher: a retry's due time (the retry
-    service requests it a little ahead). None: at once, also for a ``not_before`` too far
-    ahead, which ``not_before_problem`` rejects then."""
-    if not isinstance(event, JobRequested) or check_not_before(event.not_before, utc_now()):
+    """When the event loop may hand ``event`` to the dispatcher: ``CLAIM_LEAD`` before a
+    retry's due time. None: at once, also for a ``not_before`` too far ahead, which
+    ``not_before_problem`` rejects then."""
+    if (
+        not isinstance(event, JobRequested)
+        or event.not_before is None
+        or check_not_before(event.not_before, utc_now())
+    ):
         return None
-    return event.not_before
+    return event.not_before - CLAIM_LEAD
 
 
 def not_before_problem(event: JobRequested) -> str | None:
-    """The event loop waits for every ``not_before`` within the bound, so one still ahead
-    when the request is handled was beyond it when the event came, even if it is within it
-    now (a moment later): rejected, never called early."""
+    """The event loop waits for every ``not_before`` within the bound (less the claim lead),
+    so one still further ahead when the request is handled was beyond the bound when the
+    event came, even if it is within it now (a moment later): rejected, never called early."""
     now = utc_now()
-    if event.not_before is None or event.not_before <= now:
+    if event.not_before is None or event.not_before - CLAIM_LEAD <= now:
         return None
     return check_not_before(event.not_before, now) or (
         f"not_before was more than {MAX_NOT_BEFORE_AHEAD_SECONDS} s ahead when the request came "
@@ -132,12 +144,17 @@ class Claim:
 
     token: str
     token_hash: str
+    # When the backend is called: now, or a retry's due time a moment ahead (`CLAIM_LEAD`).
+    dispatched_at: datetime
     deadline: datetime
 
     @classmethod
-    def new(cls, timeout_seconds: int) -> Claim:
+    def new(cls, timeout_seconds: int, not_before: datetime | None = None) -> Claim:
         token = new_callback_token()
-        return cls(token, hash_secret(token), utcnow() + timedelta(seconds=timeout_seconds))
+        now = utcnow()
+        dispatched_at = max(now, not_before) if not_before is not None else now
+        deadline = dispatched_at + timedelta(seconds=timeout_seconds)
+        return cls(token, hash_secret(token), dispatched_at, deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +216,13 @@ class Dispatcher:
         self, call: _Call, *, taking_over_before: datetime | None
     ) -> tuple[Claim, Outcome] | None:
         """Within the app's concurrency limit: claim the attempt (or take a dead claim over,
-        when ``taking_over_before`` is given), then call the backend at once, so that the
-        lease and the deadline start when the call does. None: the claim matched nothing."""
+        when ``taking_over_before`` is given), then call the backend: at once, or for a retry
+        claimed ahead at its due time (``CLAIM_LEAD``). The claim records that instant as
+        the dispatch, so that the lease and the deadline start when the call does. None:
+        the claim matched nothing."""
         event = call.event
         async with self.limits.slot(call.app):
-            claim = Claim.new(call.timeout_seconds)
+            claim = Claim.new(call.timeout_seconds, event.not_before)
             if taking_over_before is None:
                 claimed = await self.store.claim_attempt(
                     event.job_id,
@@ -211,6 +230,7 @@ class Dispatcher:
                     app_id=event.app_id,
                     callback_token_hash=claim.token_hash,
                     deadline_at=claim.deadline,
+                    dispatched_at=claim.dispatched_at,
                 )
             else:
                 claimed = await self.store.reclaim_attempt(
@@ -234,6 +254,8 @@ class Dispatcher:
             )
             # Apps with a webhook secret get their dispatches signed (no cost for the others).
             secrets = call.app.signing_secrets(utcnow()) if call.app.webhook_secret else ()
+            # A retry claimed ahead (CLAIM_LEAD) is called when due, never before.
+            await sleep_until(claim.dispatched_at)
             outcome = await self.backend.dispatch(
                 call.app.backend_url, body, event.trace_id, signing_secrets=secrets
             )
