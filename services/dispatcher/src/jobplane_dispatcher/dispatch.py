@@ -11,9 +11,9 @@ The flow (see the pipeline contract):
    is created (its user must be registered), a claim whose dispatcher died before the
    backend accepted is taken over once its lease is over (so a backend may see one attempt
    twice: same job id and attempt), and anything else is a duplicate or stale event: a no-op
-   (what the store owes is announced by the relay, never by a replay);
-   A retry is claimed ``CLAIM_LEAD`` before it is due and called when due, so that the claim's
-   store write is not part of its lateness;
+   (what the store owes is announced by the relay, never by a replay). A retry is claimed
+   ``CLAIM_LEAD`` before it is due and called when due, so that the claim's store write is
+   not part of its lateness;
 3. the backend is called (within the app's concurrency limit) and its answer recorded by one
    guarded write under our token: accepted → running; a result at once → succeeded, then
    ``job.completed``; a failure → the attempt's report, then ``job.failed``. The dispatcher
