@@ -152,7 +152,7 @@ class LocalConfig:
             kafka_jvm_opts=os.environ.get(ENV_KAFKA_JVM_OPTS, DEFAULT_KAFKA_JVM_OPTS),
             gateway_port=port(ENV_GATEWAY_PORT, 8000),
             demo_port=port(ENV_DEMO_PORT, 8001),
-            background_nice=nice_env(ENV_BACKGROUND_NICE, 10),
+            background_nice=nice_env(ENV_BACKGROUND_NICE, cls.background_nice),
         )
 
     def infra_ports(self) -> dict[str, int]:
