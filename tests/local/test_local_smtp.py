@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import aiosmtplib
 from aiosmtpd.smtp import SMTP
 from jobplane_local import Mailbox
-from jobplane_local.smtp_sink import MailboxHandler, SinkSMTP
+from jobplane_local.smtp_sink import MailboxHandler, SinkSMTP, store_batch
 from jobplane_local.testing import Infra
 
 
@@ -110,3 +110,15 @@ async def test_the_sink_parses_addresses_as_aiosmtpd_does(tmp_path: Path) -> Non
         ours.local_part_limit = theirs.local_part_limit = limit
         for arg in args * 2:  # the second time from what the sink remembers
             assert ours._getaddr(arg) == theirs._getaddr(arg), (arg, limit)
+
+
+def test_a_stored_batch_leaves_each_message_whole_and_no_temporary_file(tmp_path: Path) -> None:
+    messages = [("a@example.com", ["b@example.com"], _envelope(n).content) for n in range(40)]
+
+    stored = store_batch(tmp_path, messages)
+
+    assert [error for _, error in stored] == [None] * 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for eml, _ in stored for name in (eml.name, eml.with_suffix(".json").name)
+    )
+    assert [eml.read_bytes() for eml, _ in stored] == [raw for _, _, raw in messages]
