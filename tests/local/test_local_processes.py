@@ -131,7 +131,7 @@ def test_background_work_is_niced_and_what_answers_people_is_not(tmp_path: Path)
         "notifier": True,
         "demo": False,
     }
-    assert Kafka(config).background
+    assert not Kafka(config).background
     assert not SmtpSink(config).background
 
 

@@ -121,8 +121,8 @@ class LocalConfig:
     gateway_port: int = 8000
     demo_port: int = 8001
     host: str = HOST
-    # The CPU priority (nice, 0-19) of the work nobody waits for on the spot: the dispatcher,
-    # the notifier and Kafka. The gateway and the store keep 0, so that a submit does not
+    # The CPU priority (nice, 0-19) of the work nobody waits for on the spot: the dispatcher
+    # and the notifier. The gateway, the store and Kafka keep 0, so that a submit does not
     # wait for a core behind them: on two busy cores the gateway's event loop otherwise
     # waited for a core half to three quarters as long as it ran. 0 turns it off.
     background_nice: int = 10
