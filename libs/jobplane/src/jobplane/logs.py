@@ -141,6 +141,11 @@ def configure(service: str, level: str = "INFO", repeat_interval_s: float = 10.0
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # No line says where it was logged from, nor which thread or process wrote it: not
+    # gathering them is the logging HOWTO's "Optimization". Walking the stack for the caller
+    # was a third of a line's cost (45 against 29 µs), and each service logs a line per job.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Client libraries are chatty at INFO about connections; their warnings still show.
     for noisy in ("pymongo", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
