@@ -1,6 +1,6 @@
 """A real SMTP server for the notifier's tests whose answers a test chooses: it refuses some
-recipients for good (550) or for now (451), counts connections, and keeps what it accepts in
-its own mailbox, like the sink."""
+recipients for good (550) or for now (451), leaves some unanswered, counts connections, and
+keeps what it accepts in its own mailbox, like the sink."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from jobplane_local.smtp_sink import MailboxHandler
 class Rules:
     refuse: set[str] = field(default_factory=set)  # 550 on RCPT
     busy: dict[str, int] = field(default_factory=dict)  # address → how many 451s first
+    stall: set[str] = field(default_factory=set)  # RCPT never answered
     connections: int = 0
 
 
@@ -35,6 +36,8 @@ class RuledHandler(MailboxHandler):
     ) -> str:
         if address in self.rules.refuse:
             return "550 5.1.1 no such mailbox"
+        if address in self.rules.stall:
+            await asyncio.Event().wait()  # until the client gives up and hangs up
         if self.rules.busy.get(address, 0) > 0:
             self.rules.busy[address] -= 1
             return "451 4.3.0 try again later"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiosmtplib.email import flatten_message
@@ -13,6 +15,8 @@ from jobplane_notifier import mailer as mailer_module
 from jobplane_notifier.config import Settings
 from jobplane_notifier.mailer import Mail, Mailer
 from jobplane_notifier.smtp import MailRefusedError, SendFailedError
+
+from .smtp_server import Rules, smtp_server
 
 NOW = datetime(2026, 11, 23, 13, 8, 7, tzinfo=UTC)
 
@@ -121,6 +125,33 @@ async def test_a_mail_that_found_no_free_connection_in_time_was_not_sent() -> No
         with pytest.raises(SendFailedError) as failed:
             await few.send(mail())
     assert not failed.value.maybe_delivered
+
+
+async def test_a_server_that_stops_answering_fails_the_send_within_the_smtp_timeout(
+    tmp_path: Path,
+) -> None:
+    """No command has a timer of its own: SMTP_TIMEOUT_SECONDS bounds the whole send, and the
+    connection it left halfway is opened afresh for the next mail."""
+    async with smtp_server(tmp_path / "mail", Rules(stall={"stuck@example.com"})) as smtp:
+        mailer = Mailer(
+            Settings(
+                smtp_host="127.0.0.1",
+                smtp_port=smtp.port,
+                mail_from="Jobplane <noreply@example.com>",
+                smtp_connections=1,
+                smtp_timeout_seconds=0.5,
+            )
+        )
+        try:
+            started = time.monotonic()
+            with pytest.raises(SendFailedError):
+                await mailer.send(mail(to="stuck@example.com"))
+            assert time.monotonic() - started < 3
+            await mailer.send(mail())
+        finally:
+            await mailer.aclose()
+        assert smtp.rules.connections == 2
+        assert [m.rcpt_tos for m in smtp.mailbox.read()] == [["user@example.com"]]
 
 
 def test_mails_in_hand_and_smtp_connections_are_set_apart() -> None:

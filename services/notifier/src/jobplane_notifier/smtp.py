@@ -71,7 +71,9 @@ class SmtpPool:
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             start_tls=s.smtp_starttls,
             use_tls=False,
-            timeout=s.smtp_timeout_seconds,
+            # No timer per command: `Mailer.send` bounds the whole send (SMTP_TIMEOUT_SECONDS),
+            # and a wait_for on each of a mail's four commands cost it 9 % of its CPU.
+            timeout=None,
         )
 
     @contextlib.asynccontextmanager
@@ -136,7 +138,8 @@ class SmtpPool:
             client = self._idle.get_nowait()
             if client.is_connected:
                 try:
-                    await client.quit()
+                    async with asyncio.timeout(self.settings.smtp_timeout_seconds):
+                        await client.quit()
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
 
