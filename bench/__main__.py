@@ -236,7 +236,7 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": args.jobs,
         "in_flight": args.in_flight,
         "runs": args.runs,
-        # The consumers, Kafka and Celery's worker run at this nice (JOBPLANE_BACKGROUND_NICE).
+        # Dispatchers, notifier and Celery's worker run at this nice (JOBPLANE_BACKGROUND_NICE).
         "background_nice": servers.config.background_nice,
     }
     log(f"servers on their bench ports under {servers.config.local_dir}")
