@@ -180,10 +180,10 @@ def test_hot_spots_from_collapsed_stacks() -> None:
 def test_the_retry_services_own_lateness_is_read_from_its_log() -> None:
     log = "\n".join(
         [
-            '{"msg": "consuming", "group_id": "g"}',
-            '{"msg": "retry requested", "attempt": 2, "late_ms": 12}',
+            '{"msg":"consuming","group_id":"g"}',
+            '{"msg":"retry requested","attempt":2,"late_ms":12}',
             'not json at all, but says "retry requested"',
-            '{"msg": "retry requested", "attempt": 3, "late_ms": 40}',
+            '{"msg":"retry requested","attempt":3,"late_ms":40}',
         ]
     )
     assert figures.released_late_ms(log) == [12.0, 40.0]

@@ -150,7 +150,7 @@ async def run(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
             await backend_task
             for process in processes.values():
                 log = process.log_file.read_text() if process.log_file.exists() else ""
-                if '"level": "error"' in log or "Traceback" in log:
+                if '"level":"error"' in log or "Traceback" in log:
                     print(f"--- {process.name} log ---\n{log[-4000:]}", file=sys.stderr)
 
 

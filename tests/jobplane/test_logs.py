@@ -1,11 +1,15 @@
-"""The repeat filter of error logs: pure unit tests, no servers."""
+"""JSON log lines and the repeat filter of error logs: pure unit tests, no servers."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from jobplane.logs import RepeatFilter, fields
+from jobplane.logs import JsonFormatter, RepeatFilter, bind, fields
 
 
 def record(
@@ -91,3 +95,53 @@ def test_librdkafka_errors_go_through_the_filter() -> None:
         client_log.removeHandler(handler)
     assert len(seen) == 1
     assert extra(seen[0])["cause"] == "kafka:_TRANSPORT"
+
+
+def formatted(line: logging.LogRecord) -> dict[str, Any]:
+    text = JsonFormatter("gateway").format(line)
+    assert "\n" not in text
+    parsed: dict[str, Any] = json.loads(text)
+    return parsed
+
+
+def test_a_line_is_one_compact_json_object_with_its_context_and_fields() -> None:
+    with bind(trace_id="t-1", job_id="j-1"):
+        text = JsonFormatter("gateway").format(
+            record(1_700_000_000.0, "job accepted", logging.INFO, attempt=2, app_id="photos")
+        )
+    assert text.startswith('{"ts":"2023-11-14T22:13:20.000+00:00","level":"info",')
+    assert json.loads(text) == {
+        "ts": "2023-11-14T22:13:20.000+00:00",
+        "level": "info",
+        "service": "gateway",
+        "logger": "jobplane.kafka",
+        "msg": "job accepted",
+        "trace_id": "t-1",
+        "job_id": "j-1",
+        "attempt": 2,
+        "app_id": "photos",
+    }
+
+
+def test_values_json_has_no_form_for_are_written_as_text_as_before() -> None:
+    due = datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
+    line = formatted(record(0.0, "due", logging.INFO, due=due, path=Path("/x")))
+    assert line["due"] == str(due)  # "2026-12-06 05:00:00+00:00", not orjson's own form
+    assert line["path"] == "/x"
+
+
+def test_what_orjson_refuses_is_still_written() -> None:
+    huge = 2**70
+    line = formatted(record(0.0, "odd", logging.INFO, huge=huge, text="lone \ud800 surrogate"))
+    assert line["huge"] == huge
+    assert line["text"] == "lone \ud800 surrogate"
+
+
+def test_an_exception_travels_in_the_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        line = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    parsed = formatted(line)
+    assert parsed["level"] == "error"
+    assert "ValueError: boom" in parsed["exc"]

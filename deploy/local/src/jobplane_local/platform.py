@@ -132,7 +132,7 @@ class PlatformProcess(Service):
         if self.port is not None:
             return port_open(self.config.host, self.port)
         # Consumers have no port: they log "consuming" once connected and in their group.
-        return self.log_file.exists() and '"msg": "consuming"' in self.log_file.read_text()
+        return self.log_file.exists() and '"msg":"consuming"' in self.log_file.read_text()
 
 
 def _local_secret(config: LocalConfig, name: str) -> str:
