@@ -14,6 +14,7 @@ import uvicorn
 from jobplane import codec
 from jobplane.config import CommonSettings
 from jobplane.events import E, Event
+from jobplane.kafka_client import TopicPartition, committed_metadata
 
 
 def free_port() -> int:
@@ -169,13 +170,14 @@ async def committed(settings: CommonSettings, group_id: str, topic: str) -> dict
     )
     try:
         found = await asyncio.to_thread(
-            consumer.committed,
-            [confluent_kafka.TopicPartition(topic, p) for p in range(settings.topic_partitions)],
+            committed_metadata,
+            consumer,
+            [TopicPartition(topic, p) for p in range(settings.topic_partitions)],
             10,
         )
     finally:
         await asyncio.to_thread(consumer.close)
-    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    return {tp.partition: offset for tp, (offset, _metadata) in found.items()}
 
 
 async def produce_raw(

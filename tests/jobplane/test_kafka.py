@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import confluent_kafka
 import pytest
 from confluent_kafka import KafkaError as KafkaErrorCode
 from jobplane.config import CommonSettings
@@ -22,6 +23,7 @@ from jobplane.kafka import (
     is_transient,
     make_consumer,
 )
+from jobplane.kafka_client import TopicPartition, committed_metadata
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from tests.support import committed, eventually, produce_raw, read_events, running
@@ -435,3 +437,38 @@ async def test_a_consumer_outside_its_group_sends_no_commit(settings: CommonSett
         assert consumer.failed_commits() == {tp}
     finally:
         await consumer.close()
+
+
+class _CoordinatorMoving:
+    """A consumer whose group coordinator answers ``busy`` before it answers: what a fresh
+    broker does while it creates its offsets topic (seen on a new Kafka: NOT_COORDINATOR)."""
+
+    def __init__(self, *busy: int) -> None:
+        self.busy = list(busy)
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        if self.busy:
+            raise KafkaError(KafkaErrorCode(self.busy.pop(0)))
+        return [confluent_kafka.TopicPartition(tp.topic, tp.partition, 7, "m") for tp in partitions]
+
+
+def test_a_busy_coordinator_is_asked_again_for_the_committed_offsets() -> None:
+    consumer = _CoordinatorMoving(
+        KafkaErrorCode.NOT_COORDINATOR, KafkaErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+    )
+    found = committed_metadata(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    assert found == {TopicPartition("t", 0): (7, "m")}
+
+
+def test_other_errors_and_a_coordinator_busy_for_too_long_are_raised() -> None:
+    with pytest.raises(KafkaError):
+        committed_metadata(
+            _CoordinatorMoving(KafkaErrorCode.GROUP_AUTHORIZATION_FAILED),  # type: ignore[arg-type]
+            [TopicPartition("t", 0)],
+        )
+    with pytest.raises(KafkaError):
+        committed_metadata(
+            _CoordinatorMoving(*[KafkaErrorCode.NOT_COORDINATOR] * 100),  # type: ignore[arg-type]
+            [TopicPartition("t", 0)],
+            timeout_s=0.3,
+        )

@@ -28,6 +28,7 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -410,12 +411,35 @@ def commit_now(
             raise KafkaException(tp.error)
 
 
+# What a group coordinator answers while it moves or loads, e.g. a fresh broker creating its
+# offsets topic for the first group: asked again a moment later, it answers.
+_COORDINATOR_BUSY = frozenset(
+    {
+        confluent_kafka.KafkaError.NOT_COORDINATOR,
+        confluent_kafka.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+_COORDINATOR_RETRY_S = 0.1
+
+
 def committed_metadata(
-    consumer: confluent_kafka.Consumer, partitions: Sequence[TopicPartition]
+    consumer: confluent_kafka.Consumer,
+    partitions: Sequence[TopicPartition],
+    timeout_s: float = 30.0,
 ) -> dict[TopicPartition, tuple[int, str]]:
     """The group's committed offset and its metadata per partition (none: absent); on the
-    consumer's thread, e.g. in a rebalance callback."""
-    found = consumer.committed(_native(partitions), 30)
+    consumer's thread, e.g. in a rebalance callback. A busy coordinator is asked again
+    until ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = consumer.committed(_native(partitions), max(deadline - time.monotonic(), 0.1))
+            break
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(_COORDINATOR_RETRY_S)
     return {
         TopicPartition(tp.topic, tp.partition): (tp.offset, tp.metadata or "")
         for tp in found
