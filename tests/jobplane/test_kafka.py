@@ -22,11 +22,12 @@ from jobplane.kafka import (
     Record,
     is_transient,
     make_consumer,
+    make_producer,
 )
 from jobplane.kafka_client import TopicPartition, committed_metadata
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from tests.support import committed, eventually, produce_raw, read_events, running
+from tests.support import committed, eventually, free_port, produce_raw, read_events, running
 
 
 def requested(job_id: str) -> JobRequested:
@@ -472,3 +473,16 @@ def test_other_errors_and_a_coordinator_busy_for_too_long_are_raised() -> None:
             [TopicPartition("t", 0)],
             timeout_s=0.3,
         )
+
+
+async def test_a_stopped_producer_fails_what_it_could_not_deliver(
+    settings: CommonSettings,
+) -> None:
+    away = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    producer = make_producer(away, client_id="test-unreachable")
+    await producer.start()
+    acked = await producer.send("t", b"v", key=b"k")
+    await producer.stop(within_s=0.2)
+    with pytest.raises(KafkaError) as failed:
+        await asyncio.wait_for(acked, 5)  # told at once, not left waiting for ever
+    assert failed.value.args[0].code() == KafkaErrorCode._PURGE_QUEUE

@@ -217,10 +217,16 @@ class Publisher:
         self.topics = topics
 
     async def send(
-        self, topic: str, event: Event, encoded: bytes | None = None
+        self,
+        topic: str,
+        event: Event,
+        encoded: bytes | None = None,
+        *,
+        wait_for_room: bool = True,
     ) -> asyncio.Future[None]:
         """Enqueue ``event`` (``encoded``: its Avro bytes, when the caller has them already);
-        the future resolves on Kafka's ack. Send many, then await."""
+        the future resolves on Kafka's ack. Send many, then await. ``wait_for_room``: see
+        ``AsyncProducer.send``."""
         return await self.producer.send(
             topic,
             codec.encode(event) if encoded is None else encoded,
@@ -230,6 +236,7 @@ class Publisher:
                 # W3C traceparent of a producer span, only while tracing is on.
                 *tracing.kafka_headers(topic, event.trace_id, event.job_id, event.attempt),
             ],
+            wait_for_room=wait_for_room,
         )
 
     async def publish(self, topic: str, event: Event, encoded: bytes | None = None) -> None:

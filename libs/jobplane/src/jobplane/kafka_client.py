@@ -179,8 +179,11 @@ class AsyncProducer:
         key: bytes | None = None,
         partition: int | None = None,
         headers: Sequence[tuple[str, bytes]] | None = None,
+        wait_for_room: bool = True,
     ) -> asyncio.Future[None]:
-        """Enqueue one message; the future resolves when the broker has it (or fails)."""
+        """Enqueue one message; the future resolves when the broker has it (or fails).
+        While librdkafka's queue is full (the broker is slow or away) it waits for room, or
+        raises ``BufferError`` with ``wait_for_room=False``."""
         producer = self._producer_or_fail()
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
@@ -201,8 +204,9 @@ class AsyncProducer:
                 )
                 return future
             except BufferError:
-                # librdkafka's queue is full: the broker is slow or away. Wait, don't drop.
-                await asyncio.sleep(0.05)
+                if not wait_for_room:
+                    raise
+                await asyncio.sleep(0.05)  # wait, don't drop
                 producer = self._producer_or_fail()
 
     async def send_and_wait(
@@ -237,11 +241,11 @@ class AsyncProducer:
             self._stop.set()
             if self._thread is not None:
                 await asyncio.to_thread(self._thread.join)
+            # What is still enqueued fails now: purging makes librdkafka report each such
+            # message as failed (_PURGE_QUEUE), and those reports resolve their senders' futures.
+            self._producer.purge()
+            self._producer.poll(0)
             self._resolve_reports()
-            for future, _ in self._reports:
-                if not future.done():
-                    future.set_exception(kafka_error(confluent_kafka.KafkaError._DESTROY, "closed"))
-            self._reports.clear()
 
 
 class AsyncConsumer:

@@ -7,13 +7,14 @@ producer still sends after the wait gave up is a duplicate, which every consumer
 
 For the same reason a submit does not wait for the ack at all (``announce_soon``): the job
 is durable once stored, so the ack would only add Kafka's round trip to the answer. The
-ack is awaited in the background, a missing one logged as ever, and a stopping gateway
+ack is watched from the side, a missing one logged as ever, and a stopping gateway
 waits for those still out (``drain``) before its producer closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -30,14 +31,40 @@ PUBLISH_ERRORS = (TimeoutError, KafkaError, OSError)
 # The cause of the outage lines (rate-limited per cause by jobplane.logs.RepeatFilter).
 PUBLISH_CAUSE = "gateway.publish"
 
-# Announcements whose ack is awaited in the background (referenced until done).
-_awaiting_ack: set[asyncio.Task[bool]] = set()
+# The acks of announcements watched from the side (referenced until they come or not).
+_awaiting_ack: set[asyncio.Future[None]] = set()
 
 
 async def drain(timeout_seconds: float) -> None:
-    """Wait, at most ``timeout_seconds``, for the acks awaited in the background."""
+    """Wait, at most ``timeout_seconds``, for the acks still watched."""
     if _awaiting_ack:
         await asyncio.wait(set(_awaiting_ack), timeout=timeout_seconds)
+
+
+class _Outage:
+    """Whether the last announcement went unacknowledged: the next ack says "back" once.
+
+    Only then is the recovery line logged: a line per ack, dropped by the repeat filter
+    but built all the same, was a sixth of what a submit's announcement cost."""
+
+    unacknowledged = False
+
+
+def _not_acknowledged(topic: str, event: Event, error: BaseException) -> None:
+    _Outage.unacknowledged = True
+    log.warning(
+        "event not acknowledged; the outbox relay will publish it",
+        extra=fields(
+            cause=PUBLISH_CAUSE, topic=topic, event=type(event).__name__, error=error_cause(error)
+        ),
+    )
+
+
+def _acknowledged() -> None:
+    if _Outage.unacknowledged:
+        _Outage.unacknowledged = False
+        # Passes RepeatFilter after the outage was logged: the "back" line.
+        log.info("events acknowledged", extra=fields(recovered=PUBLISH_CAUSE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +82,37 @@ class EventBus:
                 self.publisher.publish(topic, event, encoded), self.timeout_seconds
             )
         except PUBLISH_ERRORS as exc:
-            log.warning(
-                "event not acknowledged; the outbox relay will publish it",
-                extra=fields(
-                    cause=PUBLISH_CAUSE,
-                    topic=topic,
-                    event=type(event).__name__,
-                    error=error_cause(exc),
-                ),
-            )
+            _not_acknowledged(topic, event, exc)
             return False
-        # Passes RepeatFilter only after an outage was logged: the "back" line.
-        log.info("events acknowledged", extra=fields(recovered=PUBLISH_CAUSE))
+        _acknowledged()
         return True
 
-    def announce_soon(self, topic: str, event: Event, encoded: bytes | None = None) -> None:
-        """``announce`` without waiting for it: for an event the store owes already."""
-        task = asyncio.create_task(self.announce(topic, event, encoded))
-        _awaiting_ack.add(task)
-        task.add_done_callback(_awaiting_ack.discard)
+    async def announce_soon(self, topic: str, event: Event, encoded: bytes | None = None) -> None:
+        """``announce`` without waiting for it: for an event the store owes already.
+
+        No task and no ``wait_for`` per event: the ack's future is watched with a callback
+        and given up after ``timeout_seconds`` by a timer (66 against 22 µs of CPU per
+        announcement, a submit's in all ~1 ms). While librdkafka's queue is full the event
+        is left to the relay rather than waited for."""
+        try:
+            acked = await self.publisher.send(topic, event, encoded, wait_for_room=False)
+        except (BufferError, *PUBLISH_ERRORS) as exc:
+            _not_acknowledged(topic, event, exc)
+            return
+        give_up = asyncio.get_running_loop().call_later(self.timeout_seconds, acked.cancel)
+        _awaiting_ack.add(acked)
+        acked.add_done_callback(functools.partial(_settled, topic, event, give_up))
+
+
+def _settled(
+    topic: str, event: Event, give_up: asyncio.TimerHandle, acked: asyncio.Future[None]
+) -> None:
+    """The ack of an announcement came, failed, or was given up waiting for."""
+    _awaiting_ack.discard(acked)
+    give_up.cancel()
+    if acked.cancelled():
+        _not_acknowledged(topic, event, TimeoutError("no ack within the publish timeout"))
+    elif (error := acked.exception()) is not None:
+        _not_acknowledged(topic, event, error)
+    else:
+        _acknowledged()

@@ -134,7 +134,7 @@ async def submit_job(
             log.info("job re-requested", extra=fields(status=job.status.value))
         else:
             metrics.JOBS_SUBMITTED.labels(job.app_id, job.job_type).inc()
-            bus.announce_soon(bus.topics.requested, event, encoded)
+            await bus.announce_soon(bus.topics.requested, event, encoded)
             # DEBUG: the access line of the request says it at INFO already (status, job id);
             # a failed announce logs its own warning.
             log.debug("job accepted", extra=fields(app_id=app.app_id, job_type=job.job_type))
