@@ -178,3 +178,21 @@ async def test_real_answers_are_classified() -> None:
     assert (second.failure.http_status, second.failure.retryable) == (404, False)
     assert third == CompletedAtOnce("[1]")
     assert fourth == Accepted(200)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "succeeded", "result": {"score": NaN}}',
+        b'{"status": "succeeded", "result": [Infinity]}',
+        b'{"status": "succeeded", "result": "lone \\ud800 surrogate"}',
+    ],
+)
+def test_a_result_that_is_no_json_text_fails_the_attempt_for_good(body: bytes) -> None:
+    """What the gateway refuses from a callback (422) is refused from an answer at once:
+    stored, it could not be read back as JSON nor sent in an e-mail."""
+    outcome = classify_response(200, body)
+    assert isinstance(outcome, Failed)
+    assert outcome.failure.kind is FailureKind.REJECTED
+    assert outcome.failure.retryable is False
+    assert "not valid JSON text" in outcome.failure.message

@@ -114,6 +114,16 @@ def parse_json_text(value: str, what: str = "payload") -> tuple[Any, str | None]
         return None, f"{what} is not valid JSON: {exc}"
 
 
+def json_text(value: Any) -> str:
+    """The JSON text a payload or result travels as; refuses NaN and Infinity (no JSON)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode()  # a lone surrogate ("\ud800") has no UTF-8 form
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise ValueError(f"not valid JSON text: {exc}") from exc
+    return text
+
+
 def clamp_timeout_seconds(value: float) -> int:
     """A stored timeout brought into range: an app registered before the bounds existed
     may hold any number, and a deadline must never overflow the date arithmetic."""

@@ -24,6 +24,7 @@ from jobplane import metrics, tracing
 from jobplane.events import Failure, FailureKind
 from jobplane.logs import HTTP_TRACE_HEADER, fields
 from jobplane.tracing import SpanKind
+from jobplane.validation import json_text
 from jobplane_client.webhooks import SIGNATURE_HEADER, sign
 
 from jobplane_dispatcher.config import Settings
@@ -214,7 +215,17 @@ def _classify_body(status_code: int, content: bytes) -> Outcome:
         return Accepted(status_code)
     status = body.get("status")
     if status == "succeeded":
-        return CompletedAtOnce(json.dumps(body.get("result"), ensure_ascii=False))
+        try:
+            return CompletedAtOnce(json_text(body.get("result")))
+        except ValueError as exc:  # NaN or Infinity, a lone surrogate: a callback's 422
+            return Failed(
+                Failure(
+                    kind=FailureKind.REJECTED,
+                    message=f"the backend's result is {exc}",
+                    retryable=False,
+                    http_status=status_code,
+                )
+            )
     if status == "failed":
         error = body.get("error")
         error = error if isinstance(error, dict) else {}

@@ -24,6 +24,7 @@ from jobplane.validation import (
     MAX_TIMEOUT_SECONDS,
     MIN_TIMEOUT_SECONDS,
     USER_ID_PATTERN,
+    json_text,
 )
 from pydantic import (
     AfterValidator,
@@ -66,16 +67,6 @@ def _no_control_characters(text: str) -> str:
 
 
 FreeText = Annotated[str, AfterValidator(_no_control_characters)]
-
-
-def json_text(value: Any) -> str:
-    """The JSON text a payload or result travels as; refuses NaN and Infinity (no JSON)."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        text.encode()  # a lone surrogate ("\ud800") has no UTF-8 form
-    except ValueError as exc:  # UnicodeEncodeError is one
-        raise ValueError(f"not valid JSON text: {exc}") from exc
-    return text
 
 
 def check_size(text: str, what: str, limit: int, setting: str) -> None:
