@@ -426,8 +426,14 @@ async def test_an_unknown_app_is_rejected(
     assert await store.get_job("job-nobody") is None
 
 
+@pytest.mark.parametrize("payload", ["{not json", '{"score": NaN}'])
 async def test_a_payload_that_is_not_json_is_rejected(
-    settings: Settings, store: JobStore, kafka: Kafka, backend: StubBackend, dispatcher: None
+    settings: Settings,
+    store: JobStore,
+    kafka: Kafka,
+    backend: StubBackend,
+    dispatcher: None,
+    payload: str,
 ) -> None:
     await register_app(store, "app-junk", backend.url)
     good = job_requested("app-junk", "job-junk")
@@ -438,10 +444,11 @@ async def test_a_payload_that_is_not_json_is_rejected(
         attempt=1,
         trace_id=good.trace_id,
         job_type=good.job_type,
-        payload="{not json",
+        payload=payload,
     )
     await kafka.produce(kafka.topics.requested, junk)
     (failed,) = await kafka.read(kafka.topics.failed, JobFailed, until=failed_of("job-junk"))
+    assert "payload is not valid JSON" in failed.failure.message
     assert failed.failure.kind is FailureKind.REJECTED
     assert failed.failure.retryable is False
     assert backend.calls == []

@@ -100,6 +100,12 @@ def test_json_text() -> None:
     assert problem is not None and problem.startswith("payload is not valid JSON")
 
 
+@pytest.mark.parametrize("text", ['{"score": NaN}', "[Infinity]", "-Infinity"])
+def test_json_text_has_no_nan_nor_infinity(text: str) -> None:
+    problem = check_json_text(text)
+    assert problem is not None and "is no JSON value" in problem
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(1e12, MAX_TIMEOUT_SECONDS), (0, MIN_TIMEOUT_SECONDS), (-5, 1), (60, 60), (math.inf, 86_400)],

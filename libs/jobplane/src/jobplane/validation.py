@@ -107,11 +107,17 @@ def check_json_text(value: str, what: str = "payload") -> str | None:
 
 
 def parse_json_text(value: str, what: str = "payload") -> tuple[Any, str | None]:
-    """The JSON document and ``None``, or ``None`` and what is wrong with it."""
+    """The JSON document and ``None``, or ``None`` and what is wrong with it. ``NaN`` and
+    ``Infinity``, which the json module reads but JSON has not, are refused, as
+    ``json_text`` refuses them at the gateway."""
     try:
-        return json.loads(value), None
+        return json.loads(value, parse_constant=_no_json_constant), None
     except ValueError as exc:
         return None, f"{what} is not valid JSON: {exc}"
+
+
+def _no_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no JSON value")
 
 
 def json_text(value: Any) -> str:
