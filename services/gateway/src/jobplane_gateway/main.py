@@ -17,7 +17,7 @@ from jobplane.connections import Connections, connect
 from jobplane.logs import fields
 
 from jobplane_gateway import backend_contract, dashboard, docs, errors, publishing, relay
-from jobplane_gateway.api.main import api_router
+from jobplane_gateway.api.main import include_routers
 from jobplane_gateway.bodylimit import BodySizeLimit
 from jobplane_gateway.config import Settings
 from jobplane_gateway.middleware import TraceMiddleware
@@ -69,6 +69,11 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
         description=describe_limits(settings),
         version="1.0",
         lifespan=lifespan,
+        # The gateway traces each request itself (TraceMiddleware: a span in the job's trace,
+        # see jobplane.tracing) and counts them for Prometheus. FastAPI's own telemetry would
+        # only add a second server span, or, as jobplane.tracing sets no global provider, a
+        # look at OpenTelemetry's global providers at every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Served by jobplane_gateway.docs from local assets (FastAPI's own use a CDN).
         docs_url=None,
         redoc_url=None,
@@ -79,7 +84,7 @@ def create_app(settings: Settings, conns: Connections | None = None) -> FastAPI:
     errors.install(app, settings.retry_after_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=max_raw_body_bytes(settings))
     app.add_middleware(TraceMiddleware)
-    app.include_router(api_router)
+    include_routers(app)
     docs.install(app)
     dashboard.install(app)
     backend_contract.install(app)
