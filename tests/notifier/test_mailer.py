@@ -5,8 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import sys
 import time
+import unicodedata
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,35 @@ def test_a_non_ascii_address_is_sent_with_smtputf8(mailer: Mailer) -> None:
     assert outgoing.recipient == "ユーザー@example.com"
     parsed = email.message_from_bytes(outgoing.data, policy=email.policy.default)
     assert parsed["To"] == "ユーザー@example.com"
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "user@example.com",
+        "first.last+tag@mail.example.co.jp",
+        "Jobplane <noreply@example.com>",
+        '"last, first" <first@example.com>',
+        "user@localhost",  # no dot in the domain: parsed
+        "a..b@example.com",
+        ".a@example.com",
+        "user@example.com.",
+        "user(comment)@example.com",
+        "ユーザー@example.com",
+        "",
+    ],
+)
+def test_the_address_is_what_parseaddr_reads(to: str) -> None:
+    assert mailer_module.address_of(to) == parseaddr(to)[1]
+
+
+def test_header_safe_keeps_exactly_the_printable_characters() -> None:
+    """Its shortcut (``str.isprintable``) keeps a character only where its rule would: no
+    Unicode "Other" or "Separator" but the space. Every character, one by one."""
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        unsafe = unicodedata.category(ch)[0] in "CZ" and ch != " "
+        assert mailer_module.header_safe(ch) == (" " if unsafe else ch), hex(code)
 
 
 @pytest.mark.parametrize("to", ["a@example.com\r\nBcc: b@example.com", "a@example.com, b@x.org"])

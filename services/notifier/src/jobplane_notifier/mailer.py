@@ -15,6 +15,7 @@ import base64
 import hashlib
 import logging
 import random
+import re
 import sys
 import unicodedata
 from collections.abc import Mapping
@@ -39,6 +40,16 @@ def message_id(job_id: str, outcome: str, recipient: str, domain: str) -> str:
     """Deterministic RFC 5322 Message-ID for one outcome of one job to one recipient."""
     digest = hashlib.sha256(f"{job_id}:{outcome}:{recipient.lower()}".encode()).hexdigest()
     return f"<jobplane.{outcome}.{digest[:40]}@{domain}>"
+
+
+# A bare address of the usual characters, which parseaddr returns as it is.
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+def address_of(value: str) -> str:
+    """The address in ``value`` (``Name <addr>`` or a bare address), as ``parseaddr`` reads it;
+    a bare address of the usual characters without parsing it (~10 µs a mail)."""
+    return value if _BARE_ADDRESS.fullmatch(value) else parseaddr(value)[1]
 
 
 def domain_of(address: str) -> str:
@@ -75,7 +86,7 @@ def _plain_header(name: str, value: str) -> bool:
     """ASCII, and either short or one word (no place the generator would fold it at)."""
     if not value.isascii():
         return False
-    return _fits(name, value) or not any(ch in _FOLD_POINTS for ch in value)
+    return _fits(name, value) or _FOLD_POINTS.isdisjoint(value)
 
 
 def _fits(name: str, value: str) -> bool:
@@ -123,6 +134,8 @@ def plain_bytes(headers: list[tuple[str, str]], mail: Mail, boundary: str | None
 def header_safe(value: str) -> str:
     """``value`` without control, format or line/paragraph separator characters (Python's
     ``splitlines()`` breaks at \\x1c-\\x1e, \\x85, \\u2028 too), each replaced by a space."""
+    if value.isprintable():  # no character of those categories but the space (the usual)
+        return value
     return "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in value)
 
 
@@ -181,7 +194,7 @@ class Mailer:
             message = None if _plain(mail) else self.build(mail)
         except ValueError as exc:
             raise MailRefusedError(f"mail to {mail.to!r} cannot be built: {exc}") from exc
-        recipient = parseaddr(mail.to)[1]
+        recipient = address_of(mail.to)
         utf8 = not (self._sender.isascii() and recipient.isascii())
         if message is None:
             headers = self._headers(mail)
