@@ -61,7 +61,7 @@ def test_a_missing_mail_is_counted_and_left_out_of_the_rate() -> None:
     assert result["jobs/s end to end"] == 0.25
 
 
-def test_cost_per_job_sums_the_platform_and_leaves_the_backend_out() -> None:
+def test_cost_per_job_sums_the_platform_everything_but_the_backend_and_all() -> None:
     result = figures.cost_figures(
         {"gateway": 1.0, "kafka": 0.5, "smtp": 0.2, "backend": 3.0},
         {"gateway": 2**20 * 50},
@@ -72,6 +72,7 @@ def test_cost_per_job_sums_the_platform_and_leaves_the_backend_out() -> None:
     )
     assert result["CPU ms/job platform"] == 15.0
     assert math.isclose(result["CPU ms/job all but backend"], 20.0)
+    assert math.isclose(result["CPU ms/job all processes"], 50.0)
     assert result["CPU ms/job client"] == 3.0
     assert result["peak RSS MB gateway"] == 50
     assert result["peak RSS MB client"] == 10
