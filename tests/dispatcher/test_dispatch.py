@@ -426,7 +426,7 @@ async def test_an_unknown_app_is_rejected(
     assert await store.get_job("job-nobody") is None
 
 
-@pytest.mark.parametrize("payload", ["{not json", '{"score": NaN}'])
+@pytest.mark.parametrize("payload", ["{not json", '{"score": NaN}', '{"name": "\\ud800"}'])
 async def test_a_payload_that_is_not_json_is_rejected(
     settings: Settings,
     store: JobStore,

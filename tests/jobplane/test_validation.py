@@ -106,6 +106,17 @@ def test_json_text_has_no_nan_nor_infinity(text: str) -> None:
     assert problem is not None and "is no JSON value" in problem
 
 
+@pytest.mark.parametrize("text", ['"\\ud800"', '{"a": ["x\\udfff"]}', '"\\udc00\\ud800"'])
+def test_json_text_has_no_lone_surrogate(text: str) -> None:
+    problem = check_json_text(text)
+    assert problem is not None and "surrogates not allowed" in problem
+
+
+@pytest.mark.parametrize("text", ['"\\ud83d\\ude00"', '"\\u00e9\\u0001"', '"\\\\ud800"'])
+def test_json_text_takes_escapes_that_are_characters(text: str) -> None:
+    assert check_json_text(text) is None
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(1e12, MAX_TIMEOUT_SECONDS), (0, MIN_TIMEOUT_SECONDS), (-5, 1), (60, 60), (math.inf, 86_400)],

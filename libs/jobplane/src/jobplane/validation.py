@@ -108,12 +108,16 @@ def check_json_text(value: str, what: str = "payload") -> str | None:
 
 def parse_json_text(value: str, what: str = "payload") -> tuple[Any, str | None]:
     """The JSON document and ``None``, or ``None`` and what is wrong with it. ``NaN`` and
-    ``Infinity``, which the json module reads but JSON has not, are refused, as
-    ``json_text`` refuses them at the gateway."""
+    ``Infinity``, which the json module reads but JSON has not, are refused, and so is a lone
+    surrogate escape (``"\\ud800"``: no character, no UTF-8 form), as ``json_text`` refuses
+    them at the gateway."""
     try:
-        return json.loads(value, parse_constant=_no_json_constant), None
+        document = json.loads(value, parse_constant=_no_json_constant)
+        if "\\u" in value:  # only an escape can make a lone surrogate (the text is Unicode)
+            json_text(document)
     except ValueError as exc:
         return None, f"{what} is not valid JSON: {exc}"
+    return document, None
 
 
 def _no_json_constant(name: str) -> Any:
