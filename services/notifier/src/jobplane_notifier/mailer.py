@@ -53,8 +53,7 @@ def address_of(value: str) -> str:
 
 
 def domain_of(address: str) -> str:
-    _, addr = parseaddr(address)
-    domain = addr.rpartition("@")[2]
+    domain = address_of(address).rpartition("@")[2]
     return domain or "jobplane.invalid"
 
 
@@ -143,7 +142,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.domain = domain_of(settings.mail_from)
-        self._sender = parseaddr(settings.mail_from)[1]
+        self._sender = address_of(settings.mail_from)
         self.pool = SmtpPool(settings, settings.smtp_connections)
 
     def build(self, mail: Mail) -> Message:
