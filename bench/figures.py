@@ -59,8 +59,7 @@ def cost_figures(
 def machine_share(figures: Figures, cores: int) -> float:
     """Percent of the machine's cores that the run kept busy: the CPU per job of every
     measured process (the backend too) at the rate the jobs were submitted."""
-    per_job_ms = figures["CPU ms/job all but backend"] + figures.get("CPU ms/job backend", 0.0)
-    return 100 * per_job_ms * figures["submits/s"] / (1000 * cores)
+    return 100 * figures["CPU ms/job all processes"] * figures["submits/s"] / (1000 * cores)
 
 
 def retry_figures(
