@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,6 +178,14 @@ def test_kafka_configuration(tmp_path: Path) -> None:
     cluster_id = new_cluster_id()
     assert len(cluster_id) == 22
     assert "=" not in cluster_id
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kafka-storage format -t -…` fails ("expected one argument"): such a draw is redrawn."""
+    dashed = uuid.UUID(bytes=bytes([0xFB]) + bytes(15))  # base64url "-w…"
+    draws = iter([dashed, uuid.UUID(int=1)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAQ"
 
 
 def test_cli_env_prints_client_settings(

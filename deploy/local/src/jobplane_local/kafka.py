@@ -45,8 +45,13 @@ Configuration:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: the url-safe base64 of a random UUID's 16 bytes, without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: the url-safe base64 of a random UUID's 16 bytes, without padding.
+    Never one that starts with "-" (one draw in 64): `kafka-storage format -t` would read it as
+    an option and fail; Kafka's own ``Uuid.randomUuid`` draws again in that case too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class Kafka(Service):
