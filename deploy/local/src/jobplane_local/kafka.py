@@ -165,6 +165,10 @@ class Kafka(Service):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # How often the coordinator aborts transactions past their timeout (Kafka: 10 s):
+            # a transaction left open by a killed producer holds read_committed consumers
+            # until then.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             # The platform creates its topics explicitly.
             "auto.create.topics.enable": "false",
         }

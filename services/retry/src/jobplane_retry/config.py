@@ -30,6 +30,15 @@ class Settings(CommonSettings):
     # At most the dispatcher's MAX_NOT_BEFORE_AHEAD_SECONDS (60).
     release_lead_seconds: float = Field(default=1.0, ge=0, le=30)
 
+    # How long a release's Kafka transaction may stay open before the broker aborts it
+    # (librdkafka's transaction.timeout.ms; Kafka's default is a minute). A transaction left
+    # open holds back every read_committed consumer of the partitions it wrote to: a retry
+    # service killed in the middle of one would keep the dispatchers from the new jobs of
+    # those ``job.requested`` partitions until then (the next process has another
+    # transactional id, so it cannot abort it). A release commits in milliseconds, in
+    # hundreds on a busy machine; one aborted is made again.
+    tiers_transaction_timeout_seconds: float = Field(default=10.0, ge=1, le=900)
+
     # Events a tier partition holds in memory until due, at most; beyond it the partition
     # is paused until half of them are out.
     tier_max_held_per_partition: int = Field(default=2000, ge=1)

@@ -409,6 +409,11 @@ def tier_producer(settings: Settings) -> TransactionalProducer:
     group's generation (KIP-447), so the id need not be stable."""
     config = producer_config(settings, f"{settings.tiers_group_id}-producer")
     config["transactional.id"] = f"{settings.tiers_group_id}-{uuid.uuid4().hex[:12]}"
+    # Bounds how long a process that died inside a transaction holds the partitions it wrote
+    # to (see the setting). librdkafka refuses a message timeout longer than the transaction's.
+    timeout_ms = int(settings.tiers_transaction_timeout_seconds * 1000)
+    config["transaction.timeout.ms"] = timeout_ms
+    config["delivery.timeout.ms"] = min(config["delivery.timeout.ms"], timeout_ms)
     # Right after a commit the broker answers the next transaction's first request with
     # CONCURRENT_TRANSACTIONS until its markers are written; librdkafka retries after
     # retry.backoff.ms (100 ms by default): measured 104 ms per transaction, 12 ms with 10.
