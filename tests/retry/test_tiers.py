@@ -109,7 +109,7 @@ async def test_retry_is_requested_at_its_due_time_never_before(
 
 
 # A retry service that dies inside a release: the tier producer's own configuration opens a
-# transaction on job.requested, writes to it and the process is killed.
+# transaction on job.requested, writes an event to it and the process is killed.
 _DIE_IN_A_TRANSACTION = """
 import os, sys
 import confluent_kafka
@@ -119,58 +119,62 @@ from jobplane_retry.tiers import tier_producer
 producer = confluent_kafka.Producer(tier_producer(Settings.model_validate_json(sys.argv[1])).config)
 producer.init_transactions(10)
 producer.begin_transaction()
-producer.produce(sys.argv[2], value=b"released by the dead", partition=0)
+producer.produce(sys.argv[2], value=bytes.fromhex(sys.argv[3]), partition=0)
 producer.flush(10)
 os._exit(9)
 """
 
 
+def requested(job_id: str) -> JobRequested:
+    return JobRequested(
+        job_id=job_id,
+        app_id="app-1",
+        user_id="user-1",
+        attempt=1,
+        trace_id=f"trace-{job_id}",
+        job_type="thumbnail",
+        payload='{"size": [64, 64]}',
+    )
+
+
 async def test_a_release_left_open_by_a_killed_process_holds_new_jobs_only_until_its_timeout(
-    settings: Settings, topics: Topics, publisher: Publisher
+    settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
 ) -> None:
     """A transaction left open stops every read_committed consumer at its first record: the
     dispatchers read none of the new jobs behind it on that partition. The next process has
     another transactional id and cannot abort it, so the transaction's timeout bounds the
     wait (Kafka's default of a minute held them 66 s, measured)."""
     settings = settings.model_copy(update={"tiers_transaction_timeout_seconds": 2.0})
+    released, new = requested(f"released-{unique_id}"), requested(f"new-{unique_id}")
     died = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-c", _DIE_IN_A_TRANSACTION, settings.model_dump_json(), topics.requested],
+        [
+            sys.executable,
+            "-c",
+            _DIE_IN_A_TRANSACTION,
+            settings.model_dump_json(),
+            topics.requested,
+            codec.encode(released).hex(),
+        ],
         capture_output=True,
         timeout=60,
     )
     assert died.returncode == 9, died.stderr.decode()
     began = time.monotonic()
-    await publisher.producer.send_and_wait(topics.requested, value=b"a new job", partition=0)
-    seen = await asyncio.to_thread(_read_committed_until, settings, topics.requested, b"a new job")
+    await publisher.producer.send_and_wait(
+        topics.requested, key=new.job_id.encode(), value=codec.encode(new), partition=0
+    )
+    seen = await read_events(
+        settings,
+        topics.requested,
+        JobRequested,
+        until=lambda events: any(event.job_id == new.job_id for event in events),
+        timeout=120,
+    )
     waited = time.monotonic() - began
-    assert b"released by the dead" not in seen  # aborted, never delivered
+    assert released.job_id not in {event.job_id for event in seen}  # aborted, never delivered
     # The timeout, the broker's abort sweep (jobplane_local: every second) and some slack.
     assert waited < 2.0 + 1.0 + 5.0, f"the new job was held {waited:.1f} s"
-
-
-def _read_committed_until(settings: Settings, topic: str, value: bytes) -> list[bytes]:
-    """What a read_committed consumer reads of ``topic``'s partition 0, up to ``value``."""
-    consumer = confluent_kafka.Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "unused",
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
-    seen: list[bytes] = []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                seen.append(message.value() or b"")
-                if seen[-1] == value:
-                    return seen
-    finally:
-        consumer.close()
-    raise AssertionError(f"{value!r} was never read; read {seen!r}")
 
 
 async def test_with_a_lead_a_retry_is_requested_ahead_and_not_before_its_due_time(
