@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -13,8 +14,9 @@ import confluent_kafka
 import uvicorn
 from jobplane import codec
 from jobplane.config import CommonSettings
-from jobplane.events import E, Event
+from jobplane.events import E, Event, JobRequested
 from jobplane.kafka_client import TopicPartition, committed_metadata
+from jobplane.logs import new_trace_id
 
 
 def free_port() -> int:
@@ -197,3 +199,24 @@ async def produce_raw(
         producer.produce(topic, value, key=key, partition=-1 if partition is None else partition)
     left = await asyncio.to_thread(producer.flush, 30)
     assert left == 0, "Kafka did not take the events"
+
+
+def job_requested(
+    app_id: str,
+    job_id: str,
+    *,
+    payload: dict[str, Any] | None = None,
+    attempt: int = 1,
+    timeout_seconds: int | None = None,
+    user_id: str = "user-1",
+) -> JobRequested:
+    return JobRequested(
+        job_id=job_id,
+        app_id=app_id,
+        user_id=user_id,
+        attempt=attempt,
+        trace_id=new_trace_id(),
+        job_type="thumbnail",
+        payload=json.dumps(payload if payload is not None else {"size": [64, 64]}),
+        timeout_seconds=timeout_seconds,
+    )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from jobplane import codec
 from jobplane.events import E, JobRequested
 from jobplane.kafka import make_producer
-from jobplane.logs import TRACE_HEADER, new_trace_id
+from jobplane.logs import TRACE_HEADER
 from jobplane.store import JobStore, User
 from jobplane.topics import Topics
 from jobplane_dispatcher.config import Settings
@@ -104,27 +102,6 @@ class Kafka:
 @pytest.fixture
 def kafka(settings: Settings) -> Kafka:
     return Kafka(settings)
-
-
-def job_requested(
-    app_id: str,
-    job_id: str,
-    *,
-    payload: dict[str, Any] | None = None,
-    attempt: int = 1,
-    timeout_seconds: int | None = None,
-    user_id: str = "user-1",
-) -> JobRequested:
-    return JobRequested(
-        job_id=job_id,
-        app_id=app_id,
-        user_id=user_id,
-        attempt=attempt,
-        trace_id=new_trace_id(),
-        job_type="thumbnail",
-        payload=json.dumps(payload if payload is not None else {"size": [64, 64]}),
-        timeout_seconds=timeout_seconds,
-    )
 
 
 async def register_app(

@@ -16,7 +16,9 @@ from jobplane_dispatcher.config import Settings
 from jobplane_dispatcher.deadlines import DeadlineSweeper
 from pymongo import AsyncMongoClient
 
-from .conftest import Kafka, job_requested, register_app
+from tests.support import job_requested
+
+from .conftest import Kafka, register_app
 from .http_stub import StubBackend, refusing_url
 
 pytestmark = pytest.mark.timeout(120)

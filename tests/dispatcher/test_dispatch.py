@@ -27,9 +27,9 @@ from jobplane_dispatcher.dispatch import (
 from jobplane_dispatcher.main import serve
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from tests.support import running
+from tests.support import job_requested, running
 
-from .conftest import Kafka, job_requested, register_app
+from .conftest import Kafka, register_app
 from .http_stub import StubBackend, refusing_url, stub_backend
 
 # -- pure parts ------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from jobplane.events import FailureKind, JobFailed
 from jobplane.jobs import JobStatus
 from jobplane.store import JobStore, NewJob, utcnow
 
-from .conftest import Kafka, job_requested, register_app
+from tests.support import job_requested
+
+from .conftest import Kafka, register_app
 from .http_stub import StubBackend
 from .test_dispatch import failed_of
 

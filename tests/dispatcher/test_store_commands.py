@@ -22,7 +22,9 @@ from jobplane_notifier.mailer import Mailer
 from jobplane_notifier.notify import Notifier
 from pymongo import AsyncMongoClient, monitoring
 
-from .conftest import job_requested, register_app
+from tests.support import job_requested
+
+from .conftest import register_app
 from .http_stub import StubBackend
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,7 +20,7 @@ from jobplane.topics import Topics
 from jobplane_retry.config import Settings
 from jobplane_retry.tiers import TierLoop, decode_done, encode_done, tier_producer
 
-from tests.support import committed, eventually, of_job, read_events, running
+from tests.support import committed, eventually, job_requested, of_job, read_events, running
 
 
 @contextlib.asynccontextmanager
@@ -125,18 +125,6 @@ os._exit(9)
 """
 
 
-def requested(job_id: str) -> JobRequested:
-    return JobRequested(
-        job_id=job_id,
-        app_id="app-1",
-        user_id="user-1",
-        attempt=1,
-        trace_id=f"trace-{job_id}",
-        job_type="thumbnail",
-        payload='{"size": [64, 64]}',
-    )
-
-
 async def test_a_release_left_open_by_a_killed_process_holds_new_jobs_only_until_its_timeout(
     settings: Settings, topics: Topics, publisher: Publisher, unique_id: str
 ) -> None:
@@ -145,7 +133,8 @@ async def test_a_release_left_open_by_a_killed_process_holds_new_jobs_only_until
     another transactional id and cannot abort it, so the transaction's timeout bounds the
     wait (Kafka's default of a minute held them 66 s, measured)."""
     settings = settings.model_copy(update={"tiers_transaction_timeout_seconds": 2.0})
-    released, new = requested(f"released-{unique_id}"), requested(f"new-{unique_id}")
+    released = job_requested("app-1", f"released-{unique_id}")
+    new = job_requested("app-1", f"new-{unique_id}")
     died = await asyncio.to_thread(
         subprocess.run,
         [
