@@ -15,7 +15,7 @@ import uvicorn
 from jobplane import codec
 from jobplane.config import CommonSettings
 from jobplane.events import E, Event, JobRequested
-from jobplane.kafka_client import TopicPartition, committed_metadata
+from jobplane.kafka_client import BrokerWatch, TopicPartition, committed_metadata
 from jobplane.logs import new_trace_id
 
 
@@ -220,3 +220,30 @@ def job_requested(
         payload=json.dumps(payload if payload is not None else {"size": [64, 64]}),
         timeout_seconds=timeout_seconds,
     )
+
+
+# The statistics of a librdkafka client that a broker in controlled shutdown left with no
+# broker (only the logical coordinator): jobplane.kafka_client.BrokerWatch.
+NO_BROKER = json.dumps(
+    {"type": "consumer", "brokers": {"GroupCoordinator": {"source": "logical", "state": "INIT"}}}
+)
+
+
+def lose_every_broker(watch: BrokerWatch) -> None:
+    """What two statistics reports of a client without brokers tell its watch."""
+    watch(NO_BROKER)
+    watch(NO_BROKER)
+
+
+async def until_replaced(current: Callable[[], BrokerWatch]) -> None:
+    """Tell the client's watch it lost every broker until the client is replaced (it gets a
+    new watch): the client's own reports, every 2 s, say otherwise in between."""
+    first = current()
+
+    async def replaced() -> bool:
+        if current() is first:
+            lose_every_broker(first)
+            return False
+        return True
+
+    await eventually(replaced, 10, lambda: "the client was not replaced")

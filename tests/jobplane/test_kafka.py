@@ -27,7 +27,15 @@ from jobplane.kafka import (
 from jobplane.kafka_client import TopicPartition, committed_metadata
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from tests.support import committed, eventually, free_port, produce_raw, read_events, running
+from tests.support import (
+    committed,
+    eventually,
+    free_port,
+    produce_raw,
+    read_events,
+    running,
+    until_replaced,
+)
 
 
 def requested(job_id: str) -> JobRequested:
@@ -414,6 +422,39 @@ async def test_partitions_lost_with_the_membership_are_dropped_uncommitted(
         assert not loop.tasks
         assert not loop.assigned & set(lost)
     assert await committed_total(settings, topic) == 0
+
+
+async def test_a_consumer_that_lost_every_broker_is_replaced_and_consumes_again(
+    settings: CommonSettings, publisher: Publisher
+) -> None:
+    """A consumer left without a broker (librdkafka issue 5511, see BrokerWatch) gives its
+    partitions up as lost and a new consumer joins the group in its place: what was
+    published before and after is all handled and committed."""
+    handled: list[str] = []
+
+    async def handle(event: Event, record: Record) -> None:
+        handled.append(event.job_id)
+
+    topic = publisher.topics.requested
+    await asyncio.gather(*[await publisher.send(topic, requested(f"before-{i}")) for i in range(4)])
+    async with running_loop(settings, publisher, handle, concurrency=4) as loop:
+        await wait_committed(settings, topic, 4)
+        lost: list[list[TopicPartition]] = []
+        on_lost = loop._on_lost
+
+        def recording(partitions: list[TopicPartition]) -> None:
+            lost.append(sorted(partitions))
+            on_lost(partitions)
+
+        loop.consumer._on_lost = recording
+        await until_replaced(lambda: loop.consumer.broker_watch)
+        assert lost == [sorted(TopicPartition(topic, p) for p in range(2))]
+        sent = [await publisher.send(topic, requested(f"after-{i}")) for i in range(4)]
+        await asyncio.gather(*sent)
+        await wait_committed(settings, topic, 8)
+    assert sorted(handled) == sorted(
+        [f"before-{i}" for i in range(4)] + [f"after-{i}" for i in range(4)]
+    )
 
 
 async def test_a_consumer_outside_its_group_sends_no_commit(settings: CommonSettings) -> None:

@@ -53,6 +53,14 @@ def test_a_partition_moved_away_loses_its_series() -> None:
     assert lag_samples("test-group-moves") == {("job.requested", "1"): 0}
 
 
+def test_reports_sooner_than_the_lag_interval_are_skipped() -> None:
+    """The consumer reports every 2 s for its broker watch; the lag keeps its own pace."""
+    record = metrics.LagRecorder("test-group-paced", interval_s=60)
+    record(statistics(**{"0": {"fetch_state": "active", "consumer_lag": 2}}))
+    record(statistics(**{"0": {"fetch_state": "active", "consumer_lag": 9}}))
+    assert lag_samples("test-group-paced") == {("job.requested", "0"): 2}
+
+
 def test_statistics_only_while_metrics_are_served() -> None:
     assert metrics.consumer_statistics("g", 10) == {}
     with metrics.exported(0, in_process=True):

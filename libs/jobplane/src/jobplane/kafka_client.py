@@ -17,6 +17,9 @@ waits for the whole timeout unless ``n`` messages arrive. So:
   first message) followed by ``consume(n - 1, 0)`` (takes what else is buffered, without
   waiting). Rebalance callbacks run on that thread inside the fetch; they may call back into
   the event loop (and wait for it) and then use the consumer directly.
+- **A client that lost every broker is replaced** (:class:`BrokerWatch` says when): a new
+  consumer takes the old one's place in the group, after its partitions are given up as
+  lost; a new producer takes new sends, and what the old one held fails, to be sent again.
 
 Measured (``python -m jobplane.kafka_floor``): see ``jobplane.kafka``'s docstring.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -47,6 +51,8 @@ T = TypeVar("T")
 # How long the producer's delivery thread and a consumer fetch wait at most in one call: the
 # bound on how soon they notice a stop, not a latency (both return at the first event).
 _POLL_S = 0.2
+# How long a replaced producer may take to report what it held as failed.
+_RETIRE_S = 5.0
 
 KafkaError = KafkaException
 """What a failed produce, commit or admin call raises (librdkafka's error is ``args[0]``)."""
@@ -126,6 +132,70 @@ class _LibrdkafkaLogger:
         )
 
 
+# How often every long-lived client reports its statistics: how soon a client that lost
+# every broker is noticed.
+_STATISTICS_INTERVAL_MS = 2000
+# Reports in a row without a broker before the client counts as lost: one report may fall
+# between librdkafka dropping old brokers and adding the bootstrap servers again.
+_REPORTS_WITHOUT_BROKER = 2
+
+
+class BrokerWatch:
+    """Tells, from a librdkafka client's statistics, that it lost every broker for good.
+
+    librdkafka (2.16) drops each broker a metadata response leaves out, the bootstrap servers
+    included. A Kafka broker in controlled shutdown lists only the live brokers, so the last
+    broker of a cluster, stopping, answers with none: a client that asked at that moment has
+    no broker left. Then nothing asks for metadata again and nothing starts a re-bootstrap,
+    and the client never reconnects (librdkafka issue 5511). Here it left a dispatcher that
+    consumed nothing after Kafka restarted. The cure is a new client."""
+
+    def __init__(self, chained: Callable[[str], None] | None = None) -> None:
+        self._chained = chained  # another stats_cb (the consumer lag of jobplane.metrics)
+        self._reports_without_broker = 0
+
+    def __call__(self, statistics_json: str) -> None:
+        """librdkafka's ``stats_cb``, from the thread that polls the client."""
+        try:
+            brokers = json.loads(statistics_json).get("brokers") or {}
+        except (ValueError, AttributeError):
+            brokers = None  # unreadable: tells nothing either way
+        if brokers is not None:
+            # "configured": a bootstrap server; "learned": from metadata. The others
+            # ("logical" coordinators, "internal") connect through one of those.
+            if any(b.get("source") in ("configured", "learned") for b in brokers.values()):
+                self._reports_without_broker = 0
+            else:
+                self._reports_without_broker += 1
+        if self._chained is not None:
+            self._chained(statistics_json)
+
+    @property
+    def lost_every_broker(self) -> bool:
+        return self._reports_without_broker >= _REPORTS_WITHOUT_BROKER
+
+
+def log_replacing(client: str) -> None:
+    _client_log.warning(
+        "kafka client lost every broker; replacing it",
+        extra=fields(client=client, cause="kafka:no broker left"),
+    )
+
+
+def watched_config(config: dict[str, Any], name: str) -> tuple[dict[str, Any], BrokerWatch]:
+    """``config`` for a long-lived client: errors and logs through Python logging, and
+    statistics feeding a :class:`BrokerWatch` (and the config's own ``stats_cb``, if any)."""
+    watch = BrokerWatch(config.get("stats_cb"))
+    interval_ms = int(config.get("statistics.interval.ms", _STATISTICS_INTERVAL_MS))
+    full = {
+        **config,
+        **client_callbacks(name),
+        "statistics.interval.ms": min(interval_ms, _STATISTICS_INTERVAL_MS),
+        "stats_cb": watch,
+    }
+    return full, watch
+
+
 class AsyncProducer:
     """librdkafka's producer: ``send`` enqueues and returns a future of the broker's ack."""
 
@@ -137,24 +207,65 @@ class AsyncProducer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._watch = BrokerWatch()
+        self._replacing = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._producer = confluent_kafka.Producer(
-            {**self.config, **client_callbacks(str(self.config.get("client.id", "producer")))}
-        )
+        self._producer = self._create()
         self._thread = threading.Thread(
             target=self._serve_reports, name="kafka-producer-reports", daemon=True
         )
         self._thread.start()
 
+    @property
+    def broker_watch(self) -> BrokerWatch:
+        """The watch of the current client (a new client gets a new one)."""
+        return self._watch
+
+    def _create(self) -> confluent_kafka.Producer:
+        name = str(self.config.get("client.id", "producer"))
+        config, self._watch = watched_config(self.config, name)
+        return confluent_kafka.Producer(config)
+
     def _serve_reports(self) -> None:
-        producer = self._producer
-        assert producer is not None
         while not self._stop.is_set():
-            if producer.poll(_POLL_S) and self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    self._loop.call_soon_threadsafe(self._resolve_reports)
+            producer = self._producer  # the current one: it may be replaced
+            assert producer is not None
+            served = producer.poll(_POLL_S)
+            if self._watch.lost_every_broker and not self._replacing:
+                self._replacing = True
+                self._on_loop(self._replace)
+            if served:
+                self._on_loop(self._resolve_reports)
+
+    def _on_loop(self, function: Callable[[], None]) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(function)
+
+    def _replace(self) -> None:
+        """On the event loop (where ``send`` produces, so no send goes to the old one after
+        this): a new producer for what comes; what the old one held fails (its senders
+        send it again) on a thread of its own."""
+        old = self._producer
+        if old is None or self._closed:
+            return
+        log_replacing(str(self.config.get("client.id", "producer")))
+        self._producer = self._create()
+        self._replacing = False
+        threading.Thread(
+            target=self._retire, args=(old,), name="kafka-producer-retired", daemon=True
+        ).start()
+
+    def _retire(self, old: confluent_kafka.Producer) -> None:
+        """Fail what ``old`` holds: purged, each message is reported failed (_PURGE_QUEUE)."""
+        old.purge()
+        deadline = time.monotonic() + _RETIRE_S
+        while len(old) and time.monotonic() < deadline:
+            old.poll(_POLL_S)
+        old.poll(0)
+        self._on_loop(self._resolve_reports)
 
     def _resolve_reports(self) -> None:
         while self._reports:
@@ -257,6 +368,11 @@ class AsyncConsumer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consumer")
         self.group_metadata: Any = None  # refreshed at every fetch, for transactions
         self._failed_commits: set[TopicPartition] = set()
+        self._watch = BrokerWatch()
+        self._topics: list[str] = []
+        self._on_assign: Callable[[list[TopicPartition]], None] | None = None
+        self._on_revoke: Callable[[list[TopicPartition]], None] | None = None
+        self._on_lost: Callable[[list[TopicPartition]], None] | None = None
 
     def _committed(self, error: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
         """librdkafka's report of a commit (on the consumer's thread): remember failures,
@@ -300,34 +416,62 @@ class AsyncConsumer:
 
         ``on_lost`` (default: ``on_revoke``): the group dropped this member, so the partitions
         belong to somebody else already and a commit for them can only fail."""
+        self._topics = list(topics)
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._on_lost = on_lost or on_revoke
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._create)
+
+    @property
+    def broker_watch(self) -> BrokerWatch:
+        """The watch of the current client (a new client gets a new one)."""
+        return self._watch
+
+    def _create(self) -> None:
+        """On the consumer's thread: a new consumer, subscribed."""
         name = str(self.config.get("group.id", "consumer"))
-        config = {**self.config, **client_callbacks(name), "on_commit": self._committed}
+        config, self._watch = watched_config({**self.config, "on_commit": self._committed}, name)
+        consumer = confluent_kafka.Consumer(config)
+        self._consumer = consumer
+        consumer.subscribe(
+            self._topics,
+            on_assign=self._calling(self._on_assign),
+            on_revoke=self._calling(self._on_revoke),
+            on_lost=self._calling(self._on_lost),
+        )
 
-        def calling(
-            callback: Callable[[list[TopicPartition]], None] | None,
-        ) -> Callable[[Any, list[confluent_kafka.TopicPartition]], None]:
-            def call(_consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
-                if callback is not None:
-                    callback([TopicPartition(p.topic, p.partition) for p in partitions])
+    def _calling(
+        self, callback: Callable[[list[TopicPartition]], None] | None
+    ) -> Callable[[Any, list[confluent_kafka.TopicPartition]], None]:
+        def call(consumer: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
+            # A replaced consumer's callbacks (it closes on a thread of its own) are not
+            # ours to act on: its partitions were given up already.
+            if callback is not None and consumer is self._consumer:
+                callback([TopicPartition(p.topic, p.partition) for p in partitions])
 
-            return call
+        return call
 
-        def create() -> None:
-            self._consumer = confluent_kafka.Consumer(config)
-            self._consumer.subscribe(
-                list(topics),
-                on_assign=calling(on_assign),
-                on_revoke=calling(on_revoke),
-                on_lost=calling(on_lost or on_revoke),
-            )
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, create)
+    def _replace(self, old: confluent_kafka.Consumer) -> None:
+        """On the consumer's thread: ``old`` lost every broker (see BrokerWatch). Its
+        partitions are given up as lost (``on_lost``: not committed; whoever owns them next
+        reads them from the last commit) and a new consumer joins the group. The group
+        hands it partitions once the old member's session has expired."""
+        log_replacing(str(self.config.get("group.id", "consumer")))
+        lost = [TopicPartition(p.topic, p.partition) for p in old.assignment()]
+        self._consumer = None
+        if lost and self._on_lost is not None:
+            self._on_lost(lost)
+        # It can reach no broker, so its close has nothing to say to the group: not waited for.
+        threading.Thread(target=old.close, name="kafka-consumer-retired", daemon=True).start()
+        self._create()
 
     async def fetch(self, max_records: int, max_wait_s: float = _POLL_S) -> list[Record]:
         """Up to ``max_records`` messages: returns at the first one, or after ``max_wait_s``."""
 
         def fetch(consumer: confluent_kafka.Consumer) -> list[Record]:
             first = consumer.poll(max_wait_s)
+            if self._watch.lost_every_broker:
+                self._replace(consumer)
+                return []  # (nothing of it was handed out: the new consumer reads it again)
             self.group_metadata = consumer.consumer_group_metadata()
             if first is None:
                 return []
@@ -466,7 +610,12 @@ class OutMessage:
 class TransactionalProducer:
     """A transactional producer for consume-transform-produce: the messages a batch of
     consumed events led to and those events' offsets are committed in one transaction, so a
-    crash leaves either both or neither. Blocking calls run on the producer's own thread."""
+    crash leaves either both or neither. Blocking calls run on the producer's own thread.
+
+    No BrokerWatch here: the producer is polled only when it commits, so statistics would
+    pile up between commits. One that lost every broker fails its next transaction (its
+    coordinator is out of reach), and after any failed transaction the next one opens a new
+    producer: a failure is rare, and a new producer costs one round trip."""
 
     def __init__(self, config: dict[str, Any], transaction_timeout_s: float = 30.0) -> None:
         self.config = config
@@ -527,15 +676,13 @@ class TransactionalProducer:
                 )
             self._commit_transaction(producer)
         except KafkaException as exc:
-            aborted = False
             if exc.args[0].txn_requires_abort():
                 with contextlib.suppress(KafkaException):
                     producer.abort_transaction(self.timeout_s)
-                    aborted = True
-            if not aborted:
-                # Fatal, or a transaction left open (Kafka away): a new producer with the same
-                # transactional id fences this one and aborts what it left open.
-                self._producer = None
+            # The next transaction gets a new producer with the same transactional id: it
+            # fences this one and aborts what this one left open (Kafka away), and it has
+            # brokers where this one may have lost them all (see the class docstring).
+            self._producer = None
             raise
         finally:
             producer.poll(0)  # drop the delivery reports: the commit covers them

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -168,19 +170,28 @@ def consumer_statistics(group_id: str, interval_s: float) -> dict[str, Any]:
         return {}
     return {
         "statistics.interval.ms": max(int(interval_s * 1000), 1),
-        "stats_cb": LagRecorder(group_id),
+        "stats_cb": LagRecorder(group_id, interval_s),
     }
 
 
 class LagRecorder:
     """Sets the lag gauge of one consumer group from librdkafka's statistics; partitions no
-    longer assigned to this instance lose their series (another instance reports them)."""
+    longer assigned to this instance lose their series (another instance reports them).
+    Reports closer than ``interval_s`` to the last one used are skipped: the client may
+    report more often for reasons of its own (jobplane.kafka_client.BrokerWatch)."""
 
-    def __init__(self, group_id: str) -> None:
+    def __init__(self, group_id: str, interval_s: float = 0.0) -> None:
         self.group_id = group_id
+        self.interval_s = interval_s
         self.reported: set[tuple[str, str]] = set()
+        self._last = -math.inf
 
     def __call__(self, statistics_json: str) -> None:
+        now = time.monotonic()
+        # A tenth early still counts: the reports come on librdkafka's timer, with jitter.
+        if now - self._last < self.interval_s * 0.9:
+            return
+        self._last = now
         try:
             current = partition_lags(json.loads(statistics_json))
         except (ValueError, TypeError, AttributeError) as exc:
