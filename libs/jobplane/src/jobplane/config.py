@@ -80,9 +80,9 @@ class CommonSettings(BaseSettings):
     # services less CPU than 0 (jobs/s +19 %, CPU per job -17 %), and more than 10 and 25.
     kafka_linger_ms: float = Field(default=5.0, ge=0)
     # How long a consumer that stopped heartbeating keeps its partitions (librdkafka's
-    # session.timeout.ms, Kafka's default). Keep it above the longest broker outage you
-    # expect: a consumer whose session timed out while the coordinator was away may never
-    # rejoin (librdkafka issue 2944; seen here with 10 s and a 35 s outage).
+    # session.timeout.ms, Kafka's default): how long the partitions of a killed instance wait
+    # for another, and how long, after Kafka restarts, a consumer that had to be replaced for
+    # having lost every broker waits for its partitions (docs/operations.md).
     kafka_session_timeout_seconds: float = Field(default=45.0, ge=6, le=300)
     # Event handling (jobplane.kafka.EventLoop): a transient failure (store, Kafka or SMTP
     # away, a timeout) is retried for ever, the wait doubling up to this bound.
