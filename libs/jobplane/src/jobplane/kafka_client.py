@@ -208,7 +208,7 @@ class AsyncProducer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._watch = BrokerWatch()
-        self._replacing = False
+        self._name = str(config.get("client.id", "producer"))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -224,8 +224,7 @@ class AsyncProducer:
         return self._watch
 
     def _create(self) -> confluent_kafka.Producer:
-        name = str(self.config.get("client.id", "producer"))
-        config, self._watch = watched_config(self.config, name)
+        config, self._watch = watched_config(self.config, self._name)
         return confluent_kafka.Producer(config)
 
     def _serve_reports(self) -> None:
@@ -233,8 +232,7 @@ class AsyncProducer:
             producer = self._producer  # the current one: it may be replaced
             assert producer is not None
             served = producer.poll(_POLL_S)
-            if self._watch.lost_every_broker and not self._replacing:
-                self._replacing = True
+            if self._watch.lost_every_broker:
                 self._on_loop(self._replace)
             if served:
                 self._on_loop(self._resolve_reports)
@@ -247,13 +245,13 @@ class AsyncProducer:
     def _replace(self) -> None:
         """On the event loop (where ``send`` produces, so no send goes to the old one after
         this): a new producer for what comes; what the old one held fails (its senders
-        send it again) on a thread of its own."""
+        send it again) on a thread of its own. The delivery thread asks for this after every
+        poll until it has run; the calls after the first find a watch not lost and return."""
         old = self._producer
-        if old is None or self._closed:
+        if old is None or self._closed or not self._watch.lost_every_broker:
             return
-        log_replacing(str(self.config.get("client.id", "producer")))
+        log_replacing(self._name)
         self._producer = self._create()
-        self._replacing = False
         threading.Thread(
             target=self._retire, args=(old,), name="kafka-producer-retired", daemon=True
         ).start()
@@ -369,6 +367,7 @@ class AsyncConsumer:
         self.group_metadata: Any = None  # refreshed at every fetch, for transactions
         self._failed_commits: set[TopicPartition] = set()
         self._watch = BrokerWatch()
+        self._name = str(config.get("group.id", "consumer"))
         self._topics: list[str] = []
         self._on_assign: Callable[[list[TopicPartition]], None] | None = None
         self._on_revoke: Callable[[list[TopicPartition]], None] | None = None
@@ -428,8 +427,9 @@ class AsyncConsumer:
 
     def _create(self) -> None:
         """On the consumer's thread: a new consumer, subscribed."""
-        name = str(self.config.get("group.id", "consumer"))
-        config, self._watch = watched_config({**self.config, "on_commit": self._committed}, name)
+        config, self._watch = watched_config(
+            {**self.config, "on_commit": self._committed}, self._name
+        )
         consumer = confluent_kafka.Consumer(config)
         self._consumer = consumer
         consumer.subscribe(
@@ -455,7 +455,7 @@ class AsyncConsumer:
         partitions are given up as lost (``on_lost``: not committed; whoever owns them next
         reads them from the last commit) and a new consumer joins the group. The group
         hands it partitions once the old member's session has expired."""
-        log_replacing(str(self.config.get("group.id", "consumer")))
+        log_replacing(self._name)
         lost = [TopicPartition(p.topic, p.partition) for p in old.assignment()]
         self._consumer = None
         if lost and self._on_lost is not None:
