@@ -16,7 +16,7 @@ from jobplane_gateway import publishing
 from jobplane_gateway.config import Settings
 from jobplane_gateway.publishing import EventBus
 
-from tests.support import free_port
+from tests.support import free_port, job_requested
 
 from .harness import Gateway
 
@@ -24,15 +24,7 @@ NOT_ACKNOWLEDGED = "event not acknowledged; the outbox relay will publish it"
 
 
 def requested() -> JobRequested:
-    return JobRequested(
-        job_id=uuid.uuid4().hex,
-        app_id="a",
-        user_id="u",
-        attempt=1,
-        trace_id=uuid.uuid4().hex,
-        job_type="x",
-        payload="{}",
-    )
+    return job_requested("a", uuid.uuid4().hex)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from tests.support import (
     committed,
     eventually,
     free_port,
+    job_requested,
     produce_raw,
     read_events,
     running,
@@ -39,9 +40,7 @@ from tests.support import (
 
 
 def requested(job_id: str) -> JobRequested:
-    return JobRequested(
-        job_id=job_id, app_id="a", user_id="u", attempt=1, trace_id="t", job_type="x", payload="{}"
-    )
+    return job_requested("a", job_id)
 
 
 def group(settings: CommonSettings) -> str:
