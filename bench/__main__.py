@@ -11,10 +11,9 @@ goals, `--runs` times each, alternating (medians): the gateway's accept latency 
 maximum rate, and 10 % of backend calls failing at one submit rate for both systems, the lower
 half rate (retry precision; its min and max are those of all runs); single runs of 2 and 4
 dispatcher instances and a slow backend (200 ms to accept), the store preloaded with old jobs,
-and the raw floor of the parts. With `--rates`, each system also
-runs open-loop at those submit rates (accept latency, CPU per job and how busy the machine was,
-as the load grows). Figures are printed and written to `bench/results/` (JSON and PNG); nothing
-is asserted.
+and the raw floor of the parts. With `--rates`, each system also runs open-loop at those submit
+rates (accept latency, CPU per job and how busy the machine was, as the load grows). Figures
+are printed and written to `bench/results/` (JSON and PNG); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -333,8 +332,8 @@ async def bench_main(args: argparse.Namespace) -> dict[str, Any]:
                 # the lowest half rate. It must measure the scheduler, not the time a retry
                 # waits in a backlog behind new jobs; and a faster system's own half rate can
                 # be more than its failing workload sustains (at half rate nothing batches,
-                # and a failed call costs more than a success): Jobplane at 133/s, half of 267,
-                # fell 2 s behind, its retries 1.2 s late at p99 (bench/README.md).
+                # and a failed call costs more than a success; bench/README.md, "Retry
+                # precision at one pace").
                 pace = min(half.values())
                 failing = await repeated(
                     run,
