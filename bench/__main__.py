@@ -154,7 +154,8 @@ class Runner:
         f = result.figures
         log(
             f"{spec.label}: {f['jobs/s end to end']:.1f} jobs/s, submit→e-mail p50 "
-            f"{f['submit→e-mail p50 ms']:.0f} ms, CPU {f['CPU ms/job platform']:.1f} ms/job, "
+            f"{f['submit→e-mail p50 ms']:.0f} ms, accept p99 {f['accept p99 ms']:.1f} ms, "
+            f"CPU {f['CPU ms/job platform']:.1f} ms/job, "
             f"{f['e-mails missing']:.0f} missing ({time.monotonic() - began:.0f}s)"
         )
         return result
