@@ -73,7 +73,10 @@ console = Console(stderr=True)
 
 
 def log(message: str) -> None:
-    console.print(f"[dim]{datetime.now(UTC):%H:%M:%S}[/dim] {message}", highlight=False)
+    # Not wrapped at the console's width: one line per message, also in a log file.
+    console.print(
+        f"[dim]{datetime.now(UTC):%H:%M:%S}[/dim] {message}", highlight=False, soft_wrap=True
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
